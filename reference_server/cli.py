@@ -1,0 +1,127 @@
+"""`reference-server serve`: run one instance until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shlex
+import signal
+import sys
+import urllib.request
+from collections.abc import Sequence
+
+from . import __version__, logs, settings
+from .app import Server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reference-server", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    settings.add_arguments(serve)
+    args = parser.parse_args(argv)
+    config = settings.from_sources(args, __import__("os").environ)
+    logs.configure(config.log_level, config.log_json)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config))
+    return 0
+
+
+async def _serve(config: settings.Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    nats_server = None
+    if config.nats_url == "embedded":
+        from .nats_embedded import EmbeddedNatsServer
+
+        nats_server = EmbeddedNatsServer(config.data_dir / "nats")
+        config = config.with_changes(nats_url=await nats_server.start())
+    generated_admin = config.admin_token is None
+    try:
+        async with Server(config) as server:
+            if generated_admin:
+                print(f"admin token (shown once): {server.admin_token}", flush=True)
+            if config.bootstrap:
+                await asyncio.get_running_loop().run_in_executor(None, _bootstrap, server)
+            print(f"READY http={server.http_url} grpc={server.grpc_address}", flush=True)
+            await stop.wait()
+            print("shutting down", file=sys.stderr, flush=True)
+    finally:
+        if nats_server is not None:
+            await nats_server.stop()
+
+
+def _call(url: str, token: str, body: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(  # noqa: S310 - our own http:// URL
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        result: dict[str, object] = json.loads(response.read())
+        return result
+
+
+def _bootstrap(server: Server) -> None:
+    """Create a demo tenant, tokens and workflow through the management API, and print the
+    commands that watch and publish (the same calls a user would make)."""
+    import secrets
+
+    base, admin = server.http_url, server.admin_token
+    slug = "demo-" + secrets.token_hex(3)
+    _call(f"{base}/api/admin/tenants", admin, {"slug": slug})
+    user = _call(f"{base}/api/admin/tenants/{slug}/tokens", admin, {"kind": "user"})["token"]
+    worker = _call(f"{base}/api/admin/tenants/{slug}/tokens", admin, {"kind": "worker"})["token"]
+    workflow = _call(f"{base}/api/tenants/{slug}/workflow-executions", admin, {"kind": "demo"})
+    wf = workflow["id"]
+    task = _call(
+        f"{base}/api/tenants/{slug}/task-executions",
+        admin,
+        {"kind": "demo", "workflowExecutionId": wf},
+    )["id"]
+    watch = (
+        f"curl -N -H 'Authorization: Bearer {user}' {base}/api/tenants/{slug}/stream/workflows/{wf}"
+    )
+    publish = [
+        sys.executable, "-m", "harness", "publish", "--grpc", server.grpc_address,
+        "--token", str(worker), "--workflow", str(wf), "--task", str(task),
+        "--type", "token", "hello from the bootstrap",
+    ]  # fmt: skip
+    message = {
+        "type": 1,
+        "payload": "hello",
+        "task_execution_id": task,
+        "workflow_execution_id": wf,
+    }
+    grpcurl = (
+        f"grpcurl -plaintext -H 'authorization: Bearer {worker}' -d '{json.dumps(message)}' "
+        f"{server.grpc_address} flovyn.v1.TaskExecution/StreamTaskData"
+    )
+    print(
+        "\n".join(
+            [
+                "",
+                f"bootstrap: tenant={slug} workflow={wf} task={task}",
+                f"  user token:   {user}",
+                f"  worker token: {worker}",
+                "watch the workflow's stream (leave it running):",
+                f"  {watch}",
+                "publish an event (in another terminal):",
+                f"  {shlex.join(publish)}",
+                "or, with grpcurl:",
+                f"  {grpcurl}",
+                "",
+            ]
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

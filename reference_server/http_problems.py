@@ -1,0 +1,86 @@
+"""RFC 9457 problem responses: the one table from StreamingError codes to HTTP statuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .errors import ErrorCode, StreamingError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+HTTP_STATUS = {
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.RESOURCE_EXHAUSTED: 429,
+    ErrorCode.UNAVAILABLE: 503,
+}
+_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Too large"}
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    body["detail"] = detail
+    if code:
+        body["code"] = code
+    body.update(extra)
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type=PROBLEM_TYPE,
+        headers=headers,
+    )
+
+
+def from_error(error: StreamingError) -> web.Response:
+    status = HTTP_STATUS[error.code]
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="task-streaming", error="invalid_token"'
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    return problem(status, error.title, error.detail, code=error.code.value, headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as problem+json; client mistakes are 4xx and logged without secrets."""
+    try:
+        return await handler(request)
+    except StreamingError as error:
+        response = from_error(error)
+        log.info(
+            "request refused",
+            extra={"method": request.method, "path": request.path, "status": response.status,
+                   "reason": error.detail},
+        )  # fmt: skip
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        title = _TITLES.get(exc.status, exc.reason)
+        return problem(exc.status, title, exc.text or exc.reason, headers=headers)
+    except Exception:
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return problem(500, "Internal server error", "the server failed; see its logs")

@@ -1,0 +1,59 @@
+"""Prometheus metrics, one registry per server so several servers can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# `_created` series double the exposition for no use here.
+disable_created_metrics()
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_published = Counter(
+            "flovyn_stream_events_published", "Events accepted and handed to the bus", ["type"],
+            registry=r,
+        )  # fmt: skip
+        self.publish_errors = Counter(
+            "flovyn_stream_publish_errors", "Accepted events the bus could not carry", registry=r
+        )
+        self.subscribers_active = Gauge(
+            "flovyn_stream_subscribers_active", "Open SSE streams", ["kind"], registry=r
+        )
+        self.events_delivered = Counter(
+            "flovyn_stream_events_delivered", "Events written to SSE subscribers", ["type"],
+            registry=r,
+        )  # fmt: skip
+        self.evictions = Counter(
+            "flovyn_stream_subscriber_evictions", "Slow subscribers disconnected", registry=r
+        )
+        self.sse_responses = Counter(
+            "flovyn_stream_sse_responses", "SSE requests by response status", ["status"],
+            registry=r,
+        )  # fmt: skip
+        self.grpc_requests = Counter(
+            "flovyn_stream_grpc_requests", "StreamTaskData calls by status code", ["code"],
+            registry=r,
+        )  # fmt: skip
+        self.delivery_latency = Histogram(
+            "flovyn_stream_delivery_latency_seconds",
+            "Time from the server accepting an event to writing it to a subscriber",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        for kind in ("workflow", "consolidated", "task"):
+            self.subscribers_active.labels(kind)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

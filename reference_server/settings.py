@@ -1,0 +1,150 @@
+"""One frozen Settings, read once from CLI flags and `TASKSTREAM_*` environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TASKSTREAM_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server needs to run; the harness builds one directly."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    database_url: str | None = None
+    data_dir: Path = Path(".taskstream")
+    ephemeral: bool = False
+    nats_url: str | None = None
+    nats_mode: str = "jetstream"  # or "core": the seed's live-only pub/sub
+    nats_stream_name: str = "FLOVYN_STREAMS"
+    nats_max_age: float = 3600.0
+    nats_max_bytes: int = 256 * 1024 * 1024
+    admin_token: str | None = None
+    keepalive_interval: float = 15.0
+    idle_timeout: float = 300.0
+    max_payload_bytes: int = 64 * 1024
+    max_streams_per_tenant: int = 1000
+    subscriber_buffer: int = 1024
+    replay_max_events: int = 1000
+    replay_max_age: float = 3600.0
+    auth_recheck_interval: float = 1.0
+    ownership_cache_size: int = 100_000
+    token_cache_ttl: float = 30.0
+    shutdown_grace: float = 3.0
+    bootstrap: bool = False
+    log_level: str = "INFO"
+    log_json: bool = False
+    instance_id: str = field(default_factory=lambda: os.urandom(4).hex())
+
+    @property
+    def nats_enabled(self) -> bool:
+        return bool(self.nats_url)
+
+    def with_changes(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+_FLAGS: dict[str, tuple[type, str]] = {
+    "http_host": (str, "HTTP listen address"),
+    "http_port": (int, "HTTP port (0 = pick a free one)"),
+    "grpc_host": (str, "gRPC listen address"),
+    "grpc_port": (int, "gRPC port (0 = pick a free one)"),
+    "database_url": (str, "PostgreSQL URL; none = embedded PostgreSQL in --data-dir"),
+    "data_dir": (Path, "directory for the embedded PostgreSQL"),
+    "nats_url": (str, "NATS URL; none = in-memory bus; 'embedded' = start nats-server -js"),
+    "nats_mode": (str, "'jetstream' (resumable, default) or 'core' (live-only)"),
+    "admin_token": (str, "admin token; none = generated and printed once"),
+    "keepalive_interval": (float, "seconds between SSE keep-alive comments"),
+    "idle_timeout": (float, "seconds without an event before a stream ends"),
+    "max_payload_bytes": (int, "largest accepted payload, in UTF-8 bytes"),
+    "max_streams_per_tenant": (int, "concurrent SSE streams per tenant and instance"),
+    "subscriber_buffer": (int, "events buffered per subscriber before it is evicted"),
+    "replay_max_events": (int, "events retained per stream for resume"),
+    "replay_max_age": (float, "seconds events are retained for resume"),
+    "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
+}
+_BOOL_FLAGS = {
+    "ephemeral": "embedded PostgreSQL in a temp dir, removed at exit",
+    "bootstrap": "create a demo tenant, tokens and workflow and print commands",
+    "log_json": "log one JSON object per line",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, (_kind, help_text) in _FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, dest=name, default=None, help=f"{help_text} [{env_name(name)}]")
+    # `--nats` is a short alias: `--nats embedded`.
+    parser.add_argument("--nats", dest="nats_url", default=None, help=argparse.SUPPRESS)
+    for name, help_text in _BOOL_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(
+            flag,
+            dest=name,
+            action="store_true",
+            default=None,
+            help=f"{help_text} [{env_name(name)}]",
+        )
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def from_sources(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Flags win over `TASKSTREAM_*` variables, which win over defaults. `DATABASE_URL` and
+    `NATS_URL` are honoured too, as in the seed."""
+    values: dict[str, Any] = {}
+    aliases = {"database_url": "DATABASE_URL", "nats_url": "NATS_URL"}
+    for name, (kind, _help) in _FLAGS.items():
+        raw = getattr(args, name, None)
+        if raw is None:
+            raw = environ.get(env_name(name)) or environ.get(aliases.get(name, ""), None)
+        if raw is not None and raw != "":
+            try:
+                values[name] = kind(raw)
+            except ValueError as exc:
+                raise SystemExit(f"invalid value for --{name.replace('_', '-')}: {raw!r}") from exc
+    for name in _BOOL_FLAGS:
+        flag = getattr(args, name, None)
+        if flag:
+            values[name] = True
+        elif env_name(name) in environ:
+            values[name] = environ[env_name(name)].lower() in {"1", "true", "yes", "on"}
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Refuse settings that cannot work, at start rather than at the first request."""
+    problems: list[str] = []
+    if settings.nats_mode not in {"jetstream", "core"}:
+        problems.append("--nats-mode must be 'jetstream' or 'core'")
+    for name in ("keepalive_interval", "idle_timeout", "replay_max_age"):
+        if getattr(settings, name) <= 0:
+            problems.append(f"--{name.replace('_', '-')} must be positive")
+    for name in ("max_payload_bytes", "max_streams_per_tenant", "subscriber_buffer"):
+        if getattr(settings, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1")
+    if settings.admin_token is not None and len(settings.admin_token) < 16:
+        problems.append("--admin-token must be at least 16 characters")
+    if problems:
+        raise SystemExit("; ".join(problems))
+
+
+def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(prog="reference-server serve")
+    add_arguments(parser)
+    return from_sources(parser.parse_args(argv), os.environ if environ is None else environ)
