@@ -73,6 +73,9 @@ class Subscription:
         self._wakeup = asyncio.Event()
         self._failure: Exception | None = None
         self._detach: Callable[[Subscription], None] | None = None
+        # Called once when the subscription fails (eviction, stop): lets the consumer abort a
+        # write that is blocked on a stalled client.
+        self.on_failure: Callable[[Exception], None] | None = None
 
     def _offer(self, delivery: Delivery) -> None:
         if self._failure is not None or delivery.cursor <= self.last_cursor:
@@ -90,6 +93,8 @@ class Subscription:
             self._inbox.clear()
             self._wakeup.set()
             self.close()
+            if self.on_failure is not None:
+                self.on_failure(error)
 
     async def next_batch(self) -> list[Delivery]:
         """Wait for at least one delivery and return all queued ones."""

@@ -97,7 +97,8 @@ class InMemoryBus:
         if after is not None or from_start:
             floor = 0 if from_start or after is None else after
             sub.gap = not from_start and not self._placeable(keys, floor)
-            sub.replay = self._retained(keys, floor)
+            # A cursor we cannot place: the client learns of the gap, then gets all we have.
+            sub.replay = self._retained(keys, 0 if sub.gap else floor)
         for key in keys:
             self._channel(key).subscribers.add(sub)
         sub._detach = self._detach

@@ -180,6 +180,15 @@ async def _stream(
     ctx.streams.add(stream)
     gauge = ctx.metrics.subscribers_active.labels(plan.kind)
     gauge.inc()
+
+    def on_failure(error: Exception) -> None:
+        if isinstance(error, SubscriberEvicted):
+            # The client is too slow: drop the connection, even mid-write; it may resume.
+            ctx.metrics.evictions.inc()
+            if request.transport is not None:
+                request.transport.abort()
+
+    sub.on_failure = on_failure
     try:
         status = await _status(ctx, plan)
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
@@ -189,21 +198,38 @@ async def _stream(
             "stream opened",
             extra={"stream_id": stream.stream_id, "kind": plan.kind, "target": str(plan.target_id)},
         )
-        writer = _Writer(ctx, plan, response)
-        if sub.gap:
-            requested = "" if after is None or after < 0 else str(after)
-            await response.write(encode_event("gap", json.dumps({"requested": requested})))
-        if await writer.write(sub.replay):
-            return await _finish(response, stream, "replayed to the end")
-        if status is not None:
-            await response.write(_end_event(End(str(plan.target_id), status), None))
-            return await _finish(response, stream, "already finished")
-        reason = await _pump(ctx, principal, stream, writer)
+        try:
+            reason = await _write_stream(ctx, principal, plan, stream, response, after, status)
+        except ConnectionError:
+            reason = "client gone"
         return await _finish(response, stream, reason)
     finally:
         sub.close()
         ctx.streams.remove(stream)
         gauge.dec()
+
+
+async def _write_stream(
+    ctx: ServerContext,
+    principal: Principal,
+    plan: _Plan,
+    stream: OpenStream,
+    response: web.StreamResponse,
+    after: int | None,
+    status: str | None,
+) -> str:
+    """gap (if any), replay, then `end` or the live feed; returns why the stream ended."""
+    sub = stream.subscription
+    writer = _Writer(ctx, plan, response)
+    if sub.gap:
+        requested = "" if after is None or after < 0 else str(after)
+        await response.write(encode_event("gap", json.dumps({"requested": requested})))
+    if await writer.write(sub.replay):
+        return "replayed to the end"
+    if status is not None:
+        await response.write(_end_event(End(str(plan.target_id), status), None))
+        return "already finished"
+    return await _pump(ctx, principal, stream, writer)
 
 
 async def _status(ctx: ServerContext, plan: _Plan) -> str | None:
@@ -248,7 +274,6 @@ async def _pump(
                 await response.write(encode_event(stop.event, json.dumps({"reason": stop.reason})))
             return stop.reason
         except SubscriberEvicted:
-            ctx.metrics.evictions.inc()
             return "evicted: too slow"
         except SubscriptionClosed as closed:
             return f"bus closed the subscription: {closed}"
@@ -266,7 +291,8 @@ async def _finish(
 ) -> web.StreamResponse:
     log.info("stream closed", extra={"stream_id": stream.stream_id, "reason": reason})
     with contextlib.suppress(ConnectionError):
-        await response.write_eof()
+        if reason != "client gone":
+            await response.write_eof()
     return response
 
 

@@ -1,4 +1,7 @@
-"""Generated gRPC stubs for ``flovyn.v1.TaskExecution`` (regenerate: ``python scripts/gen_protos.py``)."""
+"""Generated gRPC stubs for ``flovyn.v1.TaskExecution``.
+
+Regenerate with ``python scripts/gen_protos.py``; CI runs it with ``--check``.
+"""
 
 from . import task_streaming_pb2, task_streaming_pb2_grpc
 

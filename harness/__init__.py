@@ -1,0 +1,1 @@
+"""Reusable test harness for task streaming: services, clients, pytest plugin."""

@@ -1,0 +1,187 @@
+"""Async client of the management API (DESIGN §7): tenants, tokens, executions, stream tokens.
+
+async with ManagementClient(http_url, admin_token) as api:
+    tenant = await api.create_tenant()
+    worker = await api.create_token(tenant.slug, "worker")
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+
+class ApiError(Exception):
+    """A non-2xx answer; `problem` is the RFC 9457 body when there is one."""
+
+    def __init__(self, status: int, problem: dict[str, Any] | None, text: str) -> None:
+        super().__init__(f"HTTP {status}: {problem.get('detail') if problem else text[:200]}")
+        self.status = status
+        self.problem = problem or {}
+        self.text = text
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    id: str
+    token: str
+    kind: str
+    expires_at: str | None
+
+
+class ManagementClient:
+    def __init__(
+        self, http_url: str, token: str, *, session: aiohttp.ClientSession | None = None
+    ) -> None:
+        self.http_url = http_url.rstrip("/")
+        self.token = token
+        self._session = session
+        self._owns_session = session is None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        async with self.session.request(
+            method, self.http_url + path, json=body, headers=headers
+        ) as response:
+            text = await response.text()
+            if response.status >= 300:
+                problem = None
+                if response.content_type in ("application/problem+json", "application/json"):
+                    problem = await response.json(content_type=None)
+                raise ApiError(response.status, problem, text)
+            if response.status == 204 or not text:
+                return None
+            return await response.json(content_type=None)
+
+    async def create_tenant(self, slug: str | None = None) -> Tenant:
+        slug = slug or "t-" + secrets.token_hex(6)
+        body = await self.request("POST", "/api/admin/tenants", {"slug": slug})
+        return Tenant(body["id"], body["slug"])
+
+    async def create_token(
+        self, slug: str, kind: str, ttl_seconds: int | None = None
+    ) -> IssuedToken:
+        payload: dict[str, Any] = {"kind": kind}
+        if ttl_seconds is not None:
+            payload["ttlSeconds"] = ttl_seconds
+        body = await self.request("POST", f"/api/admin/tenants/{slug}/tokens", payload)
+        return IssuedToken(body["id"], body["token"], body["kind"], body.get("expiresAt"))
+
+    async def revoke_token(self, token_id: str) -> None:
+        await self.request("POST", f"/api/admin/tokens/{token_id}/revoke")
+
+    async def create_workflow(
+        self, slug: str, kind: str = "test", *, parent: str | None = None, token: str | None = None
+    ) -> str:
+        payload: dict[str, Any] = {"kind": kind}
+        if parent is not None:
+            payload["parentWorkflowExecutionId"] = parent
+        path = f"/api/tenants/{slug}/workflow-executions"
+        body = await self.request("POST", path, payload, token=token)
+        return str(body["id"])
+
+    async def create_task(
+        self,
+        slug: str,
+        kind: str = "test",
+        *,
+        workflow: str | None = None,
+        token: str | None = None,
+    ) -> str:
+        payload: dict[str, Any] = {"kind": kind}
+        if workflow is not None:
+            payload["workflowExecutionId"] = workflow
+        body = await self.request(
+            "POST", f"/api/tenants/{slug}/task-executions", payload, token=token
+        )
+        return str(body["id"])
+
+    async def get_workflow(self, slug: str, workflow_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self.request(
+            "GET", f"/api/tenants/{slug}/workflow-executions/{workflow_id}"
+        )
+        return body
+
+    async def complete_workflow(
+        self, slug: str, workflow_id: str, status: str = "COMPLETED"
+    ) -> None:
+        path = f"/api/tenants/{slug}/workflow-executions/{workflow_id}/complete"
+        await self.request("POST", path, {"status": status})
+
+    async def complete_task(self, slug: str, task_id: str, status: str = "COMPLETED") -> None:
+        await self.request(
+            "POST", f"/api/tenants/{slug}/task-executions/{task_id}/complete", {"status": status}
+        )
+
+    async def stream_token(
+        self,
+        slug: str,
+        *,
+        workflow: str | None = None,
+        task: str | None = None,
+        ttl_seconds: int | None = None,
+    ) -> str:
+        payload: dict[str, Any] = {}
+        if workflow is not None:
+            payload["workflowExecutionId"] = workflow
+        if task is not None:
+            payload["taskExecutionId"] = task
+        if ttl_seconds is not None:
+            payload["ttlSeconds"] = ttl_seconds
+        body = await self.request("POST", f"/api/tenants/{slug}/stream-tokens", payload)
+        return str(body["token"])
+
+    async def discovery(self) -> dict[str, Any]:
+        body: dict[str, Any] = await self.request("GET", "/.well-known/task-streaming")
+        return body
+
+    async def metrics(self) -> dict[str, float]:
+        """Prometheus samples as `{'name{label="v"}': value}` (labels sorted), and bare names."""
+        async with self.session.get(self.http_url + "/metrics") as response:
+            text = await response.text()
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return samples

@@ -1,0 +1,56 @@
+"""Settings: flags over TASKSTREAM_* variables over defaults; bad values refused at start."""
+
+import pytest
+
+from reference_server.settings import Settings, parse
+
+
+def test_defaults_match_the_contract() -> None:
+    s = parse([], {})
+    assert (s.http_port, s.grpc_port, s.keepalive_interval, s.idle_timeout) == (
+        8080,
+        50051,
+        15,
+        300,
+    )
+    assert s.max_payload_bytes == 65536
+    assert s.max_streams_per_tenant == 1000
+    assert not s.nats_enabled
+
+
+def test_flags_override_environment() -> None:
+    s = parse(
+        ["--http-port", "9000"], {"TASKSTREAM_HTTP_PORT": "7000", "TASKSTREAM_IDLE_TIMEOUT": "2"}
+    )
+    assert s.http_port == 9000
+    assert s.idle_timeout == 2.0
+
+
+def test_seed_environment_names_select_backends() -> None:
+    s = parse([], {"NATS_URL": "nats://127.0.0.1:4222", "DATABASE_URL": "postgresql://x/y"})
+    assert s.nats_enabled
+    assert s.database_url == "postgresql://x/y"
+
+
+def test_nats_embedded_alias() -> None:
+    assert parse(["--nats", "embedded"], {}).nats_url == "embedded"
+
+
+def test_boolean_flags_from_environment() -> None:
+    assert parse([], {"TASKSTREAM_EPHEMERAL": "true"}).ephemeral
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--keepalive-interval", "0"], ["--http-port", "x"], ["--nats-mode", "kafka"],
+     ["--admin-token", "short"]],
+)  # fmt: skip
+def test_bad_values_stop_the_server(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(argv, {})
+
+
+def test_with_changes_returns_a_new_frozen_copy() -> None:
+    s = Settings()
+    t = s.with_changes(idle_timeout=1.0)
+    assert (s.idle_timeout, t.idle_timeout) == (300.0, 1.0)
