@@ -176,12 +176,16 @@ class ManagementClient:
         return body
 
     async def metrics(self) -> dict[str, float]:
-        """Prometheus samples as `{'name{label="v"}': value}` (labels sorted), and bare names."""
-        async with self.session.get(self.http_url + "/metrics") as response:
-            text = await response.text()
-        samples: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return samples
+        return await fetch_metrics(self.session, self.http_url)
+
+
+async def fetch_metrics(session: aiohttp.ClientSession, http_url: str) -> dict[str, float]:
+    """Prometheus samples as `{'name{label="v"}': value}` (labels sorted), and bare names."""
+    async with session.get(http_url.rstrip("/") + "/metrics") as response:
+        text = await response.text()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

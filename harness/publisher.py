@@ -73,7 +73,7 @@ class Publisher:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     def _metadata(self, token: str | None) -> list[tuple[str, str]]:
         token = self.credentials if token is None else token
@@ -160,5 +160,5 @@ class SyncPublisher:
             timestamp_ms=timestamp_ms,
         )
         md = [("authorization", f"Bearer {self.credentials}")] if self.credentials else []
-        response = self._stub.StreamTaskData(request, metadata=md, timeout=self.timeout)
+        response = self._stub.StreamTaskData(request, metadata=tuple(md), timeout=self.timeout)
         return bool(response.acknowledged)

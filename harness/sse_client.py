@@ -1,4 +1,3 @@
-# ruff: noqa: ASYNC109  -- per-call ``timeout`` arguments are the point of this test API.
 """Async SSE client for tests and tools, built on aiohttp and :mod:`harness.sse`.
 
 Unlike a browser ``EventSource`` it never reconnects on its own and never hides a

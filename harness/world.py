@@ -16,14 +16,16 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from .admin import IssuedToken, ManagementClient, Tenant
+from .admin import IssuedToken, ManagementClient, Tenant, fetch_metrics
+from .provisioning import Provisioner, provisioner_for
 from .publisher import Publisher
 from .sse_client import SSEStream
+from .targets import Target
 
 
 @dataclass(slots=True)
 class TenantWorld:
-    api: ManagementClient
+    api: Provisioner
     http_url: str
     grpc_address: str
     tenant: Tenant
@@ -42,9 +44,26 @@ class TenantWorld:
     ) -> TenantWorld:
         """A fresh tenant with a user and a worker token (isolation: one per test)."""
         api = ManagementClient(http_url, admin_token, session=session)
-        tenant = await api.create_tenant(slug)
-        user = await api.create_token(tenant.slug, "user")
-        worker = await api.create_token(tenant.slug, "worker")
+        return await cls.provision(api, http_url, grpc_address, slug=slug)
+
+    @classmethod
+    async def for_target(cls, target: Target, *, slug: str | None = None) -> TenantWorld:
+        """A fresh tenant on `target`, made by the target's provisioner."""
+        return await cls.provision(
+            provisioner_for(target), target.http_url, target.grpc_address, slug=slug
+        )
+
+    @classmethod
+    async def provision(
+        cls, api: Provisioner, http_url: str, grpc_address: str, *, slug: str | None = None
+    ) -> TenantWorld:
+        try:
+            tenant = await api.create_tenant(slug)
+            user = await api.create_token(tenant.slug, "user")
+            worker = await api.create_token(tenant.slug, "worker")
+        except BaseException:
+            await api.close()
+            raise
         return cls(api, http_url.rstrip("/"), grpc_address, tenant, user, worker)
 
     @property
@@ -53,6 +72,11 @@ class TenantWorld:
 
     async def close(self) -> None:
         await self.api.close()
+
+    async def metrics(self, base: str | None = None) -> dict[str, float]:
+        """The Prometheus samples of an instance (the first one by default)."""
+        async with aiohttp.ClientSession() as session:
+            return await fetch_metrics(session, base or self.http_url)
 
     async def workflow(self, parent: str | None = None, kind: str = "test") -> str:
         return await self.api.create_workflow(self.slug, kind, parent=parent)

@@ -53,6 +53,7 @@ async def test_tenant_endpoints_refuse_other_tenants(
 async def test_workflow_shows_its_children(world: TenantWorld) -> None:
     root = await world.workflow()
     child = await world.workflow(parent=root)
+    assert isinstance(world.api, ManagementClient)
     body = await world.api.get_workflow(world.slug, root)
     assert [c["id"] for c in body["children"]] == [child]
     assert body["status"] == "RUNNING"

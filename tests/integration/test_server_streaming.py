@@ -210,13 +210,13 @@ async def test_client_disconnect_releases_the_subscription(world: TenantWorld) -
     wf = await world.workflow()
     stream = await world.subscribe(wf)
     gauge = 'flovyn_stream_subscribers_active{kind="workflow"}'
-    assert (await world.api.metrics())[gauge] == 1
+    assert (await world.metrics())[gauge] == 1
     await stream.close()
     for _ in range(40):
-        if (await world.api.metrics())[gauge] == 0:
+        if (await world.metrics())[gauge] == 0:
             break
         await asyncio.sleep(0.05)
-    assert (await world.api.metrics())[gauge] == 0
+    assert (await world.metrics())[gauge] == 0
 
 
 async def test_metrics_count_published_and_delivered_events(world: TenantWorld) -> None:
@@ -224,7 +224,7 @@ async def test_metrics_count_published_and_delivered_events(world: TenantWorld) 
     async with await world.subscribe(wf) as stream, world.publisher() as pub:
         await pub.progress("50%", workflow_id=wf, task_id=str(uuid.uuid4()))
         await stream.next_event()
-    samples = await world.api.metrics()
+    samples = await world.metrics()
     assert samples['flovyn_stream_events_published_total{type="PROGRESS"}'] == 1
     assert samples['flovyn_stream_events_delivered_total{type="PROGRESS"}'] == 1
     assert samples['flovyn_stream_sse_responses_total{status="200"}'] >= 1
@@ -248,9 +248,9 @@ async def test_slow_subscriber_is_evicted_without_slowing_others(make_server) ->
         for i in range(200):
             await pub.data(payload + str(i), workflow_id=wf, task_id=str(uuid.uuid4()))
             await healthy.next_event(timeout=5)
-            if (await world.api.metrics()).get("flovyn_stream_subscriber_evictions_total", 0):
+            if (await world.metrics()).get("flovyn_stream_subscriber_evictions_total", 0):
                 break
     writer.close()
-    samples = await world.api.metrics()
+    samples = await world.metrics()
     await world.close()
     assert samples["flovyn_stream_subscriber_evictions_total"] == 1

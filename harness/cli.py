@@ -1,0 +1,73 @@
+"""`python -m harness`: watch a stream (`tail`) or send events (`publish`) from a terminal,
+against any implementation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from .publisher import EVENT_TYPES, Publisher
+from .sse_client import SSEStream, StreamClosed
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    tail = commands.add_parser("tail", help="print the events of an SSE stream as they arrive")
+    tail.add_argument("url", help="full stream URL")
+    tail.add_argument("--token", help="bearer token (sent in the Authorization header)")
+    tail.add_argument("--last-event-id", help="resume after this id")
+    tail.add_argument("--json", action="store_true", help="one JSON object per event")
+    tail.add_argument("--count", type=int, default=0, help="stop after N events (0 = never)")
+    publish = commands.add_parser("publish", help="send events with StreamTaskData")
+    publish.add_argument("payload", nargs="+", help="one event per payload")
+    publish.add_argument("--grpc", required=True, help="gRPC address, host:port")
+    publish.add_argument("--token", required=True, help="worker token")
+    publish.add_argument("--workflow", default="", help="workflow execution id")
+    publish.add_argument("--task", default="", help="task execution id")
+    publish.add_argument("--type", default="token", choices=sorted(EVENT_TYPES))
+    return parser
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    async with SSEStream.open(args.url, token=args.token, last_event_id=args.last_event_id) as s:
+        if s.status != 200:
+            print(f"HTTP {s.status}: {s.body_text}", file=sys.stderr)
+            return 1
+        seen = 0
+        while not args.count or seen < args.count:
+            try:
+                event = await s.next_event(timeout=3600)
+            except StreamClosed:
+                print("-- stream closed by the server", file=sys.stderr)
+                return 0
+            seen += 1
+            if args.json:
+                print(json.dumps({"id": event.id, "event": event.event, "data": event.data}))
+            else:
+                print(f"[{event.id}] {event.event}: {event.data}")
+            sys.stdout.flush()
+    return 0
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    async with Publisher(args.grpc, args.token) as pub:
+        for payload in args.payload:
+            ack = await pub.send(args.type, payload, workflow_id=args.workflow, task_id=args.task)
+            print(f"sent {args.type} {payload!r}: acknowledged={ack}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    runner = _tail if args.command == "tail" else _publish
+    try:
+        return asyncio.run(runner(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a terminal tool: say what failed, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
