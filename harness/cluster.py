@@ -179,12 +179,18 @@ class ReferenceCluster:
 
     async def start(self) -> None:
         started = time.monotonic()
-        services = [postgres_service(self._database_url)]
+        wanted = [postgres_service(self._database_url)]
         if self._use_nats:
-            services.append(nats_service(self._nats_url))
-        started_services = await asyncio.gather(*services)
-        self.postgres = started_services[0]
-        self.nats = started_services[1] if self._use_nats else None
+            wanted.append(nats_service(self._nats_url))
+        results = await asyncio.gather(*wanted, return_exceptions=True)
+        services = [r for r in results if not isinstance(r, BaseException)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            for service in services:  # do not leave the one that started running
+                await service.stop()
+            raise failures[0]
+        self.postgres = services[0]
+        self.nats = services[1] if self._use_nats else None
         env = self._environment()
         self.instances = [ServerProcess(f"server-{i}", env, self._tmp) for i in range(self._count)]
         await asyncio.gather(*(i.start() for i in self.instances))
