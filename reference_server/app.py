@@ -83,6 +83,11 @@ class Server:
         self._exit = contextlib.AsyncExitStack()
 
     @property
+    def app(self) -> web.Application:
+        assert self._runner is not None, "the server is not started"
+        return self._runner.app
+
+    @property
     def admin_token(self) -> str:
         assert self.settings.admin_token is not None
         return self.settings.admin_token

@@ -18,6 +18,7 @@ from .http_streams import parse_uuid
 from .store import TERMINAL_STATUSES, Execution, Tenant
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600  # tokens that should never expire: omit ttlSeconds
 _KIND = re.compile(r"^[\w.:/-]{1,200}$")
 
 
@@ -76,8 +77,8 @@ def _optional_ttl(body: dict[str, Any]) -> int | None:
     ttl = body.get("ttlSeconds")
     if ttl is None:
         return None
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
-        raise InvalidArgument("ttlSeconds must be a positive integer")
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_SECONDS:
+        raise InvalidArgument(f"ttlSeconds must be an integer from 1 to {MAX_TTL_SECONDS}")
     return ttl
 
 
