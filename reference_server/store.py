@@ -14,6 +14,15 @@ from .errors import Conflict, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
+# What a lost or refused connection raises: the store is down, not the request wrong.
+_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+)
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 _MIGRATION_LOCK = 0x7A5C_5EED  # advisory lock: instances starting together migrate once
 
@@ -97,19 +106,19 @@ class Store:
             async with self._pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1", timeout=2)
             return True
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (*_DOWN, asyncpg.PostgresError):
             return False
 
     async def _fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
         try:
             return await self._pool.fetchrow(query, *args, timeout=5)
-        except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, TimeoutError) as e:
+        except _DOWN as e:
             raise Unavailable("the store is unavailable; retry shortly") from e
 
     async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
         try:
             return await self._pool.fetch(query, *args, timeout=5)
-        except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, TimeoutError) as e:
+        except _DOWN as e:
             raise Unavailable("the store is unavailable; retry shortly") from e
 
     # tenants

@@ -55,7 +55,7 @@ async def test_bootstrap_prints_commands_that_work(tmp_path: Path) -> None:
             "--http-port", "0", "--grpc-port", "0"]  # fmt: skip
     out_path = tmp_path / "out.txt"
     with out_path.open("wb") as out:
-        server = subprocess.Popen(
+        server = subprocess.Popen(  # noqa: ASYNC220 - returns at once
             args, env=env, stdout=out, stderr=subprocess.DEVNULL, cwd=tmp_path
         )
     try:
