@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.resources
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -38,6 +40,22 @@ async def discovery(request: web.Request) -> web.Response:
     )
 
 
+_DEMO = importlib.resources.files(__package__).joinpath("demo.html").read_bytes()
+
+
+async def demo(request: web.Request) -> web.Response:
+    """A page that subscribes with EventSource (stream token from the URL fragment)."""
+    return web.Response(
+        body=_DEMO,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+            "style-src 'unsafe-inline'",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+
+
 async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -65,3 +83,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health/live", live, allow_head=False)
     app.router.add_get("/health/ready", ready, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_get("/demo", demo, allow_head=False)

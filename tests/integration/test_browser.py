@@ -1,0 +1,111 @@
+"""A real browser (headless Chromium) on the /demo page: EventSource with a stream token,
+events rendered, reconnection with Last-Event-ID across a server restart, `end` honoured."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from harness.cluster import ReferenceCluster
+from harness.world import TenantWorld
+from reference_server.app import Server
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Flags for a sandboxed, offline machine (no background network, no GPU); see README.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
+    playwright_api = pytest.importorskip("playwright.async_api")
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        yield page
+        await browser.close()
+
+
+async def _open_demo(page: Any, world: TenantWorld, base: str, wf: str) -> None:
+    token = await world.api.stream_token(world.slug, workflow=wf)
+    await page.goto(f"{base}/demo#tenant={world.slug}&workflow={wf}&token={token}")
+    await page.wait_for_function("document.getElementById('state').dataset.state === 'open'")
+
+
+async def _text(page: Any, element: str) -> str:
+    value: str = await page.eval_on_selector(f"#{element}", "e => e.textContent")
+    return value
+
+
+async def test_published_events_appear_and_end_stops_reconnecting(
+    page: Any, world: TenantWorld, server: Server
+) -> None:
+    wf = await world.workflow()
+    task = await world.task(wf)
+    await _open_demo(page, world, server.http_url, wf)
+    async with world.publisher() as pub:
+        for word in ("Hello", ", ", "browser"):
+            await pub.token(word, workflow_id=wf, task_id=task)
+        await pub.progress("40", workflow_id=wf, task_id=task)
+        await pub.data('{"rows": 3}', workflow_id=wf, task_id=task)
+        await pub.error("tool failed", workflow_id=wf, task_id=task)
+    await page.wait_for_function("document.querySelectorAll('#errors li').length === 1")
+    assert await _text(page, "tokens") == "Hello, browser"
+    assert await page.eval_on_selector("#progress", "e => e.value") == 40
+    assert await _text(page, "data") == '{"rows": 3}'
+    assert await _text(page, "errors") == "tool failed"
+    assert await _text(page, "state") == "open"  # a task error is not a connection error
+
+    before = (await world.metrics())['flovyn_stream_sse_responses_total{status="200"}']
+    await world.api.complete_workflow(world.slug, wf)
+    await page.wait_for_function("document.getElementById('state').dataset.state === 'ended'")
+    await page.wait_for_timeout(3500)  # longer than EventSource's reconnection delay
+    after = (await world.metrics())['flovyn_stream_sse_responses_total{status="200"}']
+    assert after == before, "the browser reconnected after `end`"
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[ReferenceCluster]:
+    async with ReferenceCluster(instances=2, nats=True, settings={"keepalive_interval": 1}) as c:
+        yield c
+
+
+async def test_browser_resumes_across_a_server_restart_without_loss_or_repeat(
+    page: Any, cluster: ReferenceCluster
+) -> None:
+    a, b = cluster.instances
+    world = await TenantWorld.create(a.http_url, a.grpc_address, cluster.admin_token)
+    wf = await world.workflow()
+    task = str(uuid.uuid4())
+    await _open_demo(page, world, a.http_url, wf)
+    async with world.publisher(a.grpc_address) as pub_a, world.publisher(b.grpc_address) as pub_b:
+        for i in range(3):
+            await pub_a.token(f"[{i}]", workflow_id=wf, task_id=task)
+        await page.wait_for_function(
+            "document.getElementById('tokens').textContent === '[0][1][2]'"
+        )
+        await a.stop()
+        for i in range(3, 6):  # while the browser's instance is down, through the other one
+            await pub_b.token(f"[{i}]", workflow_id=wf, task_id=task)
+        await a.start()
+        await page.wait_for_function("document.getElementById('reconnects').textContent === '1'",
+                                     timeout=20_000)  # fmt: skip
+    async with world.publisher(a.grpc_address) as pub_a:
+        await pub_a.token("[6]", workflow_id=wf, task_id=task)
+    expected = "".join(f"[{i}]" for i in range(7))
+    await page.wait_for_function(
+        f"document.getElementById('tokens').textContent.length >= {len(expected)}"
+    )
+    await page.wait_for_timeout(300)  # room for a duplicate to show up, if there were one
+    assert await _text(page, "tokens") == expected
+    await world.close()
