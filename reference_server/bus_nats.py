@@ -39,9 +39,10 @@ import contextlib
 import functools
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nats.errors
@@ -497,9 +498,13 @@ class NatsBus:
             storage=api.StorageType.MEMORY, max_age=self._s.nats_max_age,
             max_bytes=self._s.nats_max_bytes, num_replicas=1,
         )  # fmt: skip
+        # A memory stream is lost when the broker restarts. Starting a new one at a sequence
+        # derived from the clock keeps cursors increasing across such losses, so a cursor of the
+        # lost stream is "older than retention" (a `gap`), never silently misplaced in the new one.
+        fresh = replace(config, first_seq=time.time_ns() // 1_000_000 * 1000)
         try:
             try:
-                await self._js.add_stream(config)
+                await self._js.add_stream(fresh)
             except nats.js.errors.BadRequestError as error:
                 if error.err_code != 10058:  # 10058: exists with another configuration
                     raise

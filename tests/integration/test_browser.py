@@ -31,7 +31,8 @@ async def page() -> AsyncIterator[Any]:
     playwright_api = pytest.importorskip("playwright.async_api")
     async with playwright_api.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = await browser.new_page()
+        # The page forbids eval (CSP); Playwright needs it for wait_for_function.
+        page = await browser.new_page(bypass_csp=True)
         yield page
         await browser.close()
 
