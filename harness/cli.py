@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .publisher import EVENT_TYPES, Publisher
 from .sse_client import SSEStream, StreamClosed
@@ -29,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--workflow", default="", help="workflow execution id")
     publish.add_argument("--task", default="", help="task execution id")
     publish.add_argument("--type", default="token", choices=sorted(EVENT_TYPES))
+    cluster = commands.add_parser(
+        "cluster", help="run PostgreSQL, NATS and N reference servers until Ctrl-C"
+    )
+    cluster.add_argument("--instances", type=int, default=2, help="server instances (default 2)")
+    cluster.add_argument("--no-nats", action="store_true", help="in-memory bus (1 instance only)")
+    cluster.add_argument("--write-target", metavar="FILE", help="write a target file (TOML)")
+    cluster.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="server setting, e.g. --set idle_timeout=30 (repeatable)",
+    )  # fmt: skip
     return parser
 
 
@@ -61,9 +73,39 @@ async def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cluster(args: argparse.Namespace) -> int:
+    from .cluster import ReferenceCluster
+    from .targets import dump_target
+
+    settings = dict(item.split("=", 1) for item in args.set)
+    async with ReferenceCluster(
+        instances=args.instances, nats=not args.no_nats, settings=settings
+    ) as cluster:
+        assert cluster.postgres is not None
+        print(f"postgres  {cluster.postgres.url}")
+        if cluster.nats is not None:
+            print(f"nats      {cluster.nats.url}")
+        for instance in cluster.instances:
+            print(f"{instance.name}  http={instance.http_url} grpc={instance.grpc_address}")
+        print(f"admin token: {cluster.admin_token}")
+        if args.write_target:
+            await asyncio.to_thread(
+                Path(args.write_target).write_text, dump_target(cluster.target())
+            )
+            print(f"target file: {args.write_target}")
+        print(f"ready in {cluster.startup_seconds:.1f}s; Ctrl-C stops everything", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    runner = _tail if args.command == "tail" else _publish
+    runners = {"tail": _tail, "publish": _publish, "cluster": _cluster}
+    runner = runners[args.command]
     try:
         return asyncio.run(runner(args))
     except KeyboardInterrupt:

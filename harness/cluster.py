@@ -5,7 +5,8 @@ fault injection tests need (stop, kill, restart, pause, resume).
         target = cluster.target()
         cluster.instances[0].kill()
 
-The cluster talks to the servers only over the wire: it runs `python -m reference_server.cli`.
+The cluster talks to the servers only over the wire: it runs `python -m reference_server.cli`
+(or `command`, e.g. a deliberately broken variant for the conformance suite's self-test).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -28,6 +30,7 @@ from .services import Service, free_port, nats_service, postgres_service
 from .targets import Target
 
 _READY = re.compile(r"READY http=(\S+) grpc=(\S+)")
+DEFAULT_COMMAND = (sys.executable, "-m", "reference_server.cli")
 DEFAULT_PROFILES = ("core", "consolidated", "resume", "lifecycle", "standalone-tasks",
                     "browser-auth", "limits")  # fmt: skip
 
@@ -39,9 +42,13 @@ class ServerProcess:
     Plain `subprocess.Popen`, not asyncio's: the process is not tied to the event loop that
     started it, so session-wide clusters work from every test's loop."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, command: Sequence[str] | None = None
+    ) -> None:
         self.name = name
         self._env = env
+        # The program before `serve ...`; anything that speaks `reference-server serve` flags.
+        self._command = list(command or DEFAULT_COMMAND)
         self.log_path = log_dir / f"{name}.log"
         self._out_path = log_dir / f"{name}.out"
         self.http_port = free_port()
@@ -65,7 +72,7 @@ class ServerProcess:
 
     async def start(self, timeout: float = 30.0) -> None:
         started = time.monotonic()
-        args = [sys.executable, "-m", "reference_server.cli", "serve",
+        args = [*self._command, "serve",
                 "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]  # fmt: skip
         self._out_path.write_bytes(b"")
         with self.log_path.open("ab") as log, self._out_path.open("ab") as out:
@@ -146,6 +153,7 @@ class ReferenceCluster:
         database_url: str | None = None,
         nats_url: str | None = None,
         settings: dict[str, Any] | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
         if instances > 1 and not nats:
             raise ValueError("several instances share streams only through NATS")
@@ -154,6 +162,7 @@ class ReferenceCluster:
         self._database_url = database_url
         self._nats_url = nats_url
         self.settings = dict(settings or {})
+        self.command = list(command) if command is not None else None
         self.admin_token = "fat_" + secrets.token_urlsafe(32)
         self.postgres: Service | None = None
         self.nats: Service | None = None
@@ -192,7 +201,9 @@ class ReferenceCluster:
         self.postgres = services[0]
         self.nats = services[1] if self._use_nats else None
         env = self._environment()
-        self.instances = [ServerProcess(f"server-{i}", env, self._tmp) for i in range(self._count)]
+        self.instances = [
+            ServerProcess(f"server-{i}", env, self._tmp, self.command) for i in range(self._count)
+        ]
         await asyncio.gather(*(i.start() for i in self.instances))
         self.startup_seconds = time.monotonic() - started
 
@@ -214,7 +225,9 @@ class ReferenceCluster:
         return env
 
     async def add_instance(self) -> ServerProcess:
-        instance = ServerProcess(f"server-{len(self.instances)}", self._environment(), self._tmp)
+        instance = ServerProcess(
+            f"server-{len(self.instances)}", self._environment(), self._tmp, self.command
+        )
         self.instances.append(instance)
         await instance.start()
         return instance

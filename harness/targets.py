@@ -107,3 +107,32 @@ def _target(entry: Mapping[str, Any], where: str) -> Target:
         provisioner=provisioner,
         max_streams_per_tenant=entry.get("max_streams_per_tenant"),
     )
+
+
+def dump_target(target: Target) -> str:
+    """The TOML form of a target (what `load_targets` reads back)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, frozenset | set):
+            return value(sorted(v))
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return str(v)
+
+    lines = [
+        "[[target]]",
+        f"name = {value(target.name)}",
+        f"http = {value(list(target.http_urls))}",
+        f"grpc = {value(list(target.grpc_addresses))}",
+        f"profiles = {value(target.profiles)}",
+        f"keepalive_interval = {target.keepalive_interval}",
+        f"idle_timeout = {target.idle_timeout}",
+    ]
+    if target.max_streams_per_tenant is not None:
+        lines.append(f"max_streams_per_tenant = {target.max_streams_per_tenant}")
+    lines.append("")
+    lines.append("[target.provisioner]")
+    lines.extend(f"{k} = {value(v)}" for k, v in target.provisioner.items())
+    return "\n".join(lines) + "\n"
