@@ -1,0 +1,54 @@
+"""The container artifacts: the compose file is valid, its target file is the same format as the
+embedded run's, and the Dockerfile copies what exists. (No Docker engine here: nothing runs.)"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.targets import load_targets
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+def test_compose_file_validates() -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+    result = subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.test.yml"), "config", "--quiet"],
+        capture_output=True, text=True, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_has_the_services_the_readme_promises() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.test.yml").read_text())["services"]
+    assert {"postgres", "nats", "server-a", "server-b", "conformance", "locust-master",
+            "locust-worker"} <= set(services)  # fmt: skip
+    assert "-js" in services["nats"]["command"]
+
+
+def test_compose_target_uses_the_embedded_target_format() -> None:
+    (target,) = load_targets(ROOT / "docker" / "compose-target.toml")
+    assert len(target.http_urls) == 2
+    assert "multi-instance" in target.profiles
+
+
+def test_dockerfile_copies_only_what_exists() -> None:
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
