@@ -98,21 +98,24 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
             raise InvalidArgument("task_execution_id and workflow_execution_id are both empty")
         if len(request.payload.encode()) > ctx.settings.max_payload_bytes:
             raise InvalidArgument(f"payload exceeds {ctx.settings.max_payload_bytes} bytes (UTF-8)")
-        if request.task_execution_id:
-            task_id = _uuid(request.task_execution_id, "task_execution_id")
+        task_id = (
+            _uuid(request.task_execution_id, "task_execution_id")
+            if (request.task_execution_id)
+            else None
+        )
         if request.workflow_execution_id:
             workflow_id = _uuid(request.workflow_execution_id, "workflow_execution_id")
-            owner = await ctx.directory.workflow(workflow_id)
-            if owner is None:
-                raise NotFound(f"workflow execution {workflow_id} not found")
-            if owner.tenant_id != principal.tenant_id:
-                raise PermissionDenied("the workflow belongs to another tenant")
+            owner, what = (
+                await ctx.directory.workflow(workflow_id),
+                f"workflow execution {workflow_id}",
+            )
         else:
-            owner = await ctx.directory.task(task_id)
-            if owner is None:
-                raise NotFound(f"task execution {task_id} not found")
-            if owner.tenant_id != principal.tenant_id:
-                raise PermissionDenied("the task belongs to another tenant")
+            assert task_id is not None  # both empty was refused above
+            owner, what = await ctx.directory.task(task_id), f"task execution {task_id}"
+        if owner is None:
+            raise NotFound(f"{what} not found")
+        if owner.tenant_id != principal.tenant_id:
+            raise PermissionDenied(f"the {what.split(' ')[0]} belongs to another tenant")
         return TaskStreamEvent(
             task_execution_id=request.task_execution_id,
             workflow_execution_id=request.workflow_execution_id,

@@ -43,7 +43,9 @@ class StreamRegistry:
         self._per_tenant: collections.Counter[uuid.UUID] = collections.Counter()
         self._open: set[OpenStream] = set()
         self._by_token: dict[uuid.UUID, set[OpenStream]] = collections.defaultdict(set)
-        self._pending_adds: list[tuple[OpenStream, uuid.UUID]] = []
+        # Consolidated streams by each workflow of their tree: a new child finds its streams
+        # without scanning every open stream.
+        self._by_member: dict[uuid.UUID, set[OpenStream]] = collections.defaultdict(set)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -63,6 +65,8 @@ class StreamRegistry:
         self._open.add(stream)
         if stream.token_id is not None:
             self._by_token[stream.token_id].add(stream)
+        for member in stream.tree or ():
+            self._by_member[member].add(stream)
 
     def remove(self, stream: OpenStream) -> None:
         self._open.discard(stream)
@@ -72,6 +76,8 @@ class StreamRegistry:
                 peers.discard(stream)
                 if not peers:
                     del self._by_token[stream.token_id]
+        for member in stream.tree or ():
+            _discard(self._by_member, member, stream)
 
     def revoke(self, token_id: uuid.UUID) -> int:
         streams = list(self._by_token.get(token_id, ()))
@@ -88,7 +94,16 @@ class StreamRegistry:
             self.revoke(uuid.UUID(notice.token_id))
         elif isinstance(notice, DescendantCreated):
             parent, child = uuid.UUID(notice.parent_id), uuid.UUID(notice.child_id)
-            for stream in list(self._open):
-                if stream.tree is not None and parent in stream.tree and child not in stream.tree:
+            for stream in list(self._by_member.get(parent, ())):
+                if stream.tree is not None and child not in stream.tree and stream in self._open:
                     stream.tree.add(child)
+                    self._by_member[child].add(stream)
                     await self._bus.add_keys(stream.subscription, [workflow_key(str(child))])
+
+
+def _discard(index: dict[uuid.UUID, set[OpenStream]], key: uuid.UUID, stream: OpenStream) -> None:
+    peers = index.get(key)
+    if peers is not None:
+        peers.discard(stream)
+        if not peers:
+            del index[key]
