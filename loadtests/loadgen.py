@@ -1,0 +1,300 @@
+"""Load generator processes of the bench, one role per process so the server under test keeps
+its own core.
+
+    python -m loadtests.loadgen ROLE 'JSON config'
+
+Protocol with the bench (line based): the process sets up (connections open, subscriptions
+live), prints `READY {json}`, then obeys commands on stdin: `go` (publishers start), `reset`
+(subscribers zero their counters), `stop` (finish); it ends with one line `RESULT {json}`.
+Publishers also finish on their own once their duration or count is done; every role has a
+hard deadline (`max_seconds`) so that nothing outlives a crashed bench. Subscribers use the
+counting client of `sse_count`.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import itertools
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from harness.publisher import Publisher, build_request
+
+from .sse_count import Receipts, open_many, open_sse, percentiles
+
+Config = dict[str, Any]
+
+
+async def role_subscribe(cfg: Config, commands: asyncio.StreamReader) -> dict[str, Any]:
+    """Hold SSE streams and count what arrives (see `_count_until_done` for the commands)."""
+    receipts = Receipts(latencies=bool(cfg.get("latencies", True)))
+    urls: list[str] = cfg["urls"]
+    count = int(cfg.get("connections", len(urls)))
+    concurrency = int(cfg.get("open_concurrency", 64))
+    conns, errors = await open_many(urls, cfg.get("token"), count, receipts, concurrency)
+    _ready({"open": len(conns), "errors": errors[:5], "failed": len(errors)})
+    await _count_until_done(receipts, commands, cfg)
+    result = receipts.summary() | {"open": len(conns), "failed": len(errors)}
+    for conn in conns:
+        conn.close()
+    return result
+
+
+async def _count_until_done(
+    receipts: Receipts, commands: asyncio.StreamReader, cfg: Config
+) -> None:
+    """`reset` zeroes the counters; `stop` ends; `wait [N]` ends once N events arrived or none
+    arrived for `idle_seconds`."""
+    async for command in _commands(commands, cfg):
+        if command == "reset":
+            receipts.reset()
+        elif command.startswith("wait"):
+            expected = int(command.split()[1]) if " " in command else None
+            await _settle(receipts, expected, float(cfg.get("idle_seconds", 1.0)))
+            return
+        elif command == "stop":
+            return
+
+
+async def _settle(receipts: Receipts, expected: int | None, idle: float) -> None:
+    """Until `expected` events arrived, or none arrived for `idle` seconds (at most 120 s)."""
+    started = time.monotonic()
+    while (now := time.monotonic()) - started < 120:
+        if expected is not None and receipts.events >= expected:
+            return
+        if now - max(receipts.last, started) > idle:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def role_stall(cfg: Config, commands: asyncio.StreamReader) -> dict[str, Any]:
+    """One subscriber that stops reading after the headers. At `stop`, report whether the server
+    dropped it (the contract: a slow subscriber is disconnected, never buffered without bound)."""
+    receipts = Receipts(latencies=False)
+    conn = await open_sse(cfg["urls"][0], cfg.get("token"), receipts, paused=True)
+    _ready({"open": 1})
+    async for command in _commands(commands, cfg):
+        if command == "stop":
+            break
+    if conn.transport is not None and not conn.lost.done():
+        conn.transport.resume_reading()  # read what is buffered; an evicted stream then ends
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(conn.lost, float(cfg.get("drain_seconds", 5)))
+    evicted = conn.lost.done()
+    conn.close()
+    return {"evicted": evicted, "bytes_received": conn.received}
+
+
+# -- gRPC publishers ------------------------------------------------------------------------------
+
+
+async def role_publish(cfg: Config, commands: asyncio.StreamReader) -> dict[str, Any]:
+    """StreamTaskData calls over `streams` ([workflow, task] pairs), round-robin.
+
+    mode `max`: `concurrency` calls in flight in a closed loop for `duration` s (or `events`).
+    mode `rate`: open loop at `rate` calls/s for `duration` s; call latencies are recorded.
+    """
+    streams: list[list[str]] = cfg["streams"]
+    async with Publisher(cfg["grpc"], cfg.get("token"), timeout=10.0) as pub:
+        for workflow, task in streams[: int(cfg.get("warmup", 8))]:  # channel, caches
+            await _call(pub, workflow, task, 0)
+        _ready({"streams": len(streams)})
+        async for command in _commands(commands, cfg):
+            if command == "go":
+                break
+            if command == "stop":
+                return {"sent": 0}
+        if cfg.get("mode", "max") == "max":
+            return await _closed_loop(pub, cfg, streams)
+        return await _open_loop(pub, cfg, streams)
+
+
+async def _call(pub: Publisher, workflow: str, task: str, seq: int) -> None:
+    payload = f'{{"t":{time.time_ns()},"seq":{seq}}}'
+    request = build_request(
+        workflow_id=workflow, task_id=task, event_type="token", payload=payload, sequence=seq
+    )
+    await pub.send_request(request)
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.cpu_at_start = time.process_time()
+        self.sent = 0
+        self.errors: dict[str, int] = {}
+        self.latencies: array.array[int] = array.array("q")
+
+    async def call(self, pub: Publisher, workflow: str, task: str, seq: int) -> None:
+        started = time.perf_counter_ns()
+        try:
+            await _call(pub, workflow, task, seq)
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+            self.errors[code] = self.errors.get(code, 0) + 1
+        else:
+            self.sent += 1
+            self.latencies.append(time.perf_counter_ns() - started)
+
+    def summary(self, seconds: float, **extra: Any) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "errors": self.errors,
+            "seconds": seconds,
+            "per_second": self.sent / seconds if seconds > 0 else 0.0,
+            "cpu_seconds": time.process_time() - self.cpu_at_start,
+            "call_latency_ms": percentiles(self.latencies),
+            **extra,
+        }
+
+
+async def _closed_loop(pub: Publisher, cfg: Config, streams: list[list[str]]) -> dict[str, Any]:
+    tally = _Tally()
+    limit = int(cfg.get("events", 0)) or None
+    deadline = time.monotonic() + float(cfg.get("duration", 5))
+    sequence = itertools.count(1)
+
+    async def worker(offset: int) -> None:
+        i = offset
+        while time.monotonic() < deadline:
+            seq = next(sequence)
+            if limit is not None and seq > limit:
+                return
+            workflow, task = streams[i % len(streams)]
+            await tally.call(pub, workflow, task, seq)
+            i += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(k) for k in range(int(cfg.get("concurrency", 32)))))
+    return tally.summary(time.monotonic() - started)
+
+
+async def _open_loop(pub: Publisher, cfg: Config, streams: list[list[str]]) -> dict[str, Any]:
+    tally = _Tally()
+    rate = float(cfg["rate"])
+    total = int(rate * float(cfg.get("duration", 5)))
+    max_inflight = int(cfg.get("max_inflight", 2000))
+    inflight: set[asyncio.Task[None]] = set()
+    skipped = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(total):
+        delay = started + i / rate - loop.time()
+        if delay > 0.001:
+            await asyncio.sleep(delay)
+        if len(inflight) >= max_inflight:
+            skipped += 1  # the target cannot keep up: counted, not queued without bound
+            continue
+        workflow, task = streams[i % len(streams)]
+        job = asyncio.create_task(tally.call(pub, workflow, task, i + 1))
+        inflight.add(job)
+        job.add_done_callback(inflight.discard)
+    if inflight:
+        await asyncio.wait(inflight)
+    return tally.summary(loop.time() - started, offered_rate=rate, skipped=skipped)
+
+
+# -- NATS floor -----------------------------------------------------------------------------------
+
+
+async def role_nats_subscribe(cfg: Config, commands: asyncio.StreamReader) -> dict[str, Any]:
+    import nats
+
+    receipts = Receipts(latencies=True)
+    nc = await nats.connect(cfg["url"])
+
+    async def on_message(msg: Any) -> None:
+        receipts.scan(msg.data)
+
+    await nc.subscribe(
+        cfg["subject"], cb=on_message, pending_msgs_limit=10_000_000, pending_bytes_limit=1 << 30
+    )
+    await nc.flush()
+    _ready({})
+    await _count_until_done(receipts, commands, cfg)
+    await nc.drain()
+    return receipts.summary()
+
+
+async def role_nats_publish(cfg: Config, commands: asyncio.StreamReader) -> dict[str, Any]:
+    import nats
+
+    nc = await nats.connect(cfg["url"])
+    subject = cfg["subject"]
+    _ready({})
+    async for command in _commands(commands, cfg):
+        if command == "go":
+            break
+    deadline = time.monotonic() + float(cfg.get("duration", 5))
+    limit = int(cfg.get("events", 0)) or sys.maxsize
+    started, cpu = time.monotonic(), time.process_time()
+    sent = 0
+    while sent < limit and time.monotonic() < deadline:
+        for _ in range(100):  # check the clock once per 100 messages
+            sent += 1
+            await nc.publish(subject, f'{{"t":{time.time_ns()},"seq":{sent}}}'.encode())
+        await asyncio.sleep(0)  # let the client's flusher run
+    await nc.flush()
+    seconds = time.monotonic() - started
+    await nc.close()
+    return {
+        "sent": sent,
+        "seconds": seconds,
+        "per_second": sent / seconds,
+        "cpu_seconds": time.process_time() - cpu,
+    }
+
+
+# -- plumbing -------------------------------------------------------------------------------------
+
+
+def _ready(info: dict[str, Any]) -> None:
+    print("READY " + json.dumps(info), flush=True)
+
+
+async def _commands(reader: asyncio.StreamReader, cfg: Config) -> Any:
+    """Lines from the bench until EOF or the role's hard deadline."""
+    deadline = time.monotonic() + float(cfg.get("max_seconds", 300))
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = await asyncio.wait_for(reader.readline(), left)
+        except TimeoutError:
+            break
+        if not line:
+            break
+        yield line.decode().strip()
+    yield "stop"
+
+
+ROLES: dict[str, Callable[[Config, asyncio.StreamReader], Awaitable[dict[str, Any]]]] = {
+    "subscribe": role_subscribe,
+    "stall": role_stall,
+    "publish": role_publish,
+    "nats-subscribe": role_nats_subscribe,
+    "nats-publish": role_nats_publish,
+}
+
+
+async def _main(role: str, cfg: Config) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    result = await ROLES[role](cfg, reader)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ROLES:
+        raise SystemExit(f"usage: python -m loadtests.loadgen {{{','.join(ROLES)}}} 'JSON config'")
+    asyncio.run(_main(args[0], json.loads(args[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""Bench results → ratios to the floors, target verdicts, a text table and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+Results = dict[str, Any]
+
+LOAD_FRACTIONS = (0.25, 0.50, 0.75)
+P99_LIMIT_MS = 50.0
+IDLE_LIMIT_KIB = 30.0
+STALL_GROWTH_LIMIT_KIB = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One reported number: its value, the floor it is compared with, and the verdict."""
+
+    metric: str
+    value: float | None
+    unit: str
+    floor: float | None = None
+    ratio: float | None = None
+    target: str = ""
+    passed: bool | None = None  # None: informational, or not measured
+    # The same ratio computed from server CPU time per event: floor cost / server cost. Steadier
+    # than `ratio` when other work on the machine takes CPU from whichever run it lands on.
+    cpu_ratio: float | None = None
+
+
+def _get(data: Any, *path: str | int) -> Any:
+    node: Any = data
+    for key in path:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _cost(run: Any, key: str) -> float | None:
+    """Server CPU seconds per event (or delivery) of a run."""
+    cpu, rate = _get(run, "cpu", "server"), _get(run, key)
+    return float(cpu) / float(rate) if cpu and rate else None
+
+
+def _ratio(value: float | None, floor: float | None) -> float | None:
+    return value / floor if value is not None and floor else None
+
+
+def _latency_at(section: Results | None, fraction: float) -> Results | None:
+    for run in (section or {}).get("latency", []):
+        if abs(run.get("fraction", -1) - fraction) < 1e-9:
+            found: Results = run
+            return found
+    return None
+
+
+SERVER_LABELS = {"memory": "in-memory bus", "nats": "NATS JetStream", "target": "target"}
+
+
+def summarize(results: Results) -> list[Line]:
+    """The numbers the issue asks for, each with its floor, ratio and target verdict.
+
+    Targets apply to the single-instance in-memory server (or `--target`); the NATS server is
+    held to ≥ 0.8 x the in-memory end-to-end rate."""
+    floors, servers = results.get("floors", {}), results.get("servers", {})
+    ack = _get(floors, "grpc_ack", "peak", "events_per_s")
+    sse = _get(floors, "sse_writer", "fanout", "deliveries_per_s")
+    lines: list[Line] = []
+    for name, section in servers.items():
+        label = SERVER_LABELS.get(name, name)
+        checked = name != "nats"
+        e2e = _get(section, "peak", "events_per_s")
+        if name == "nats" and "memory" in servers:
+            memory = _get(servers, "memory", "peak", "events_per_s")
+            ratio = _ratio(e2e, memory)
+            lines.append(
+                Line(
+                    f"end-to-end events/s, {label}",
+                    e2e,
+                    "ev/s",
+                    memory,
+                    ratio,
+                    "≥ 0.8 x in-memory end-to-end",
+                    _at_least(ratio, 0.8),
+                    _ratio(
+                        _cost(servers["memory"]["peak"], "events_per_s"),
+                        _cost(section.get("peak"), "events_per_s"),
+                    ),
+                )
+            )
+            nats_floor = _get(floors, "nats", "peak", "per_second")
+            lines.append(
+                Line(
+                    "  same, vs. nats-py publish → subscribe floor",
+                    e2e,
+                    "ev/s",
+                    nats_floor,
+                    _ratio(e2e, nats_floor),
+                )
+            )
+        else:
+            ratio = _ratio(e2e, ack)
+            lines.append(
+                Line(
+                    f"end-to-end events/s, {label}",
+                    e2e,
+                    "ev/s",
+                    ack,
+                    ratio,
+                    "≥ 0.8 x gRPC ack floor" if checked else "",
+                    _at_least(ratio, 0.8) if checked else None,
+                    _ratio(
+                        _cost(_get(floors, "grpc_ack", "peak"), "events_per_s"),
+                        _cost(section.get("peak"), "events_per_s"),
+                    ),
+                )
+            )
+        fan = _get(section, "fanout", "deliveries_per_s")
+        if fan is not None:
+            ratio = _ratio(fan, sse)
+            subscribers = _get(section, "fanout", "subscribers")
+            lines.append(
+                Line(
+                    f"fan-out deliveries/s (1 → {subscribers}), {label}",
+                    fan,
+                    "del/s",
+                    sse,
+                    ratio,
+                    "≥ 0.5 x SSE writer floor" if checked else "",
+                    _at_least(ratio, 0.5) if checked else None,
+                    _ratio(
+                        _cost(_get(floors, "sse_writer", "fanout"), "deliveries_per_s"),
+                        _cost(section.get("fanout"), "deliveries_per_s"),
+                    ),
+                )
+            )
+        lines.extend(_latency_lines(section, floors.get("grpc_ack"), label, checked))
+        idle = _get(section, "idle", "kib_per_connection")
+        if idle is not None:
+            floor_idle = _get(floors, "sse_writer", "idle", "kib_per_connection")
+            count = _get(section, "idle", "connections")
+            lines.append(
+                Line(
+                    f"RSS per idle SSE connection ({count} open), {label}",
+                    idle,
+                    "KiB",
+                    floor_idle,
+                    _ratio(idle, floor_idle),
+                    f"≤ {IDLE_LIMIT_KIB:g} KiB",
+                    idle <= IDLE_LIMIT_KIB,
+                )
+            )
+        stall = _get(section, "stall")
+        if stall is not None:
+            growth = stall["rss_growth_kib"]
+            bounded = bool(stall["stalled_evicted"]) and growth <= STALL_GROWTH_LIMIT_KIB
+            lines.append(
+                Line(
+                    f"RSS growth, stalled subscriber under full load, {label}",
+                    growth,
+                    "KiB",
+                    target="evicted; growth ≤ 64 MiB",
+                    passed=bounded,
+                )
+            )
+    return lines
+
+
+def _latency_lines(
+    section: Results, ack_floor: Results | None, label: str, checked: bool
+) -> list[Line]:
+    """p50/p95/p99 at each load fraction; the floor is the bare ack's call round trip at the
+    same fraction of its own maximum."""
+    lines = []
+    for fraction in LOAD_FRACTIONS:
+        run, floor_run = _latency_at(section, fraction), _latency_at(ack_floor, fraction)
+        for q in ("p50", "p95", "p99"):
+            value = _get(run, "latency_ms", q)
+            floor = _get(floor_run, "latency_ms", q)
+            judged = checked and fraction == 0.5 and q == "p99"
+            lines.append(
+                Line(
+                    f"{q} publish → receipt at {fraction:.0%} of max, {label}",
+                    value,
+                    "ms",
+                    floor,
+                    _ratio(value, floor),
+                    f"< {P99_LIMIT_MS:g} ms" if judged else "",
+                    (value is not None and value < P99_LIMIT_MS) if judged else None,
+                )
+            )
+    return lines
+
+
+def _at_least(ratio: float | None, limit: float) -> bool | None:
+    return None if ratio is None else ratio >= limit
+
+
+def table(lines: list[Line]) -> str:
+    def num(value: float | None, digits: int = 1) -> str:
+        if value is None:
+            return "-"
+        return f"{value:,.{digits}f}" if abs(value) < 1e6 else f"{value:,.0f}"
+
+    rows = [("metric", "value", "unit", "floor", "ratio", "cpu ratio", "target", "verdict")]
+    for line in lines:
+        verdict = {True: "PASS", False: "MISS", None: ""}[line.passed]
+        rows.append(
+            (
+                line.metric,
+                num(line.value),
+                line.unit,
+                num(line.floor),
+                num(line.ratio, 2),
+                num(line.cpu_ratio, 2),
+                line.target,
+                verdict,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    aligned = [
+        "  ".join(
+            cell.ljust(w) if i in (0, 2, 6) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    return "\n".join([aligned[0], "-" * len(aligned[0]), *aligned[1:]])
+
+
+def write_json(results: Results, lines: list[Line], path: Path) -> None:
+    document = {**results, "summary": [asdict(line) for line in lines]}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def plot(results: Results, path: Path) -> str | None:
+    """Latency percentiles against offered load, one panel per system; returns why not drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[dev]'); no plot written"
+    panels = [("bare gRPC ack (floor, call round trip)", _get(results, "floors", "grpc_ack"))]
+    for name, section in results.get("servers", {}).items():
+        label = SERVER_LABELS.get(name, name)
+        panels.append((f"reference, {label}" if name != "target" else label, section))
+    panels = [(title, section) for title, section in panels if section and section.get("latency")]
+    if not panels:
+        return "no latency measurements to plot"
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5 * len(panels), 4), squeeze=False, sharey=True
+    )
+    for ax, (title, section) in zip(axes[0], panels, strict=True):
+        runs = sorted(section["latency"], key=lambda run: run["offered_per_s"])
+        x = [run["offered_per_s"] for run in runs]
+        for q, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^-.")):
+            ax.plot(x, [run["latency_ms"].get(q) for run in runs], style, label=q)
+        ax.axhline(P99_LIMIT_MS, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("offered load (events/s)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    meta = results.get("meta", {})
+    fig.suptitle(
+        f"publish → receipt latency at 25/50/75% of measured max "
+        f"({'quick' if meta.get('quick') else 'full'} run, {meta.get('cpus')} CPUs)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None

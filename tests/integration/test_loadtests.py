@@ -1,0 +1,116 @@
+"""The load tests: headless Locust runs pass and write reports, a violated threshold fails the
+run, and (slow) the bench's quick mode produces every measurement.
+
+Locust is only ever run as a subprocess: importing it here would gevent-patch the test process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.targets import Target
+from loadtests.embedded import target_toml
+from loadtests.report import summarize
+from loadtests.sse_wire import Dechunker
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
+
+
+def _locust(cwd: Path, *args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+               "--only-summary", *args]  # fmt: skip
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with path.open(newline="") as file:
+        return {(row["Type"], row["Name"]): row for row in csv.DictReader(file)}
+
+
+@pytest.mark.integration
+def test_headless_llm_run_on_the_embedded_cluster_passes_and_writes_reports(
+    tmp_path: Path,
+) -> None:
+    done = _locust(tmp_path, "--scenario", "llm", "-u", "4", "-r", "4", "-t", "5s",
+                   "--csv", "llm", "--html", "llm.html",
+                   "--deliver-timeout-ms", "10000", "--max-p99-ms", "2000",
+                   "--min-events-per-s", "5")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = _rows(tmp_path / "llm_stats.csv")
+    delivered = rows[("SSE", "token")]
+    assert int(delivered["Request Count"]) > 0
+    assert int(delivered["Failure Count"]) == 0
+    assert int(rows[("gRPC", "StreamTaskData")]["Request Count"]) > 0
+    assert (tmp_path / "llm.html").stat().st_size > 0
+
+
+@pytest.mark.integration
+def test_a_violated_threshold_fails_the_run(tmp_path: Path, taskstream_target: Target) -> None:
+    target = tmp_path / "target.toml"
+    target.write_text(target_toml(taskstream_target))
+    done = _locust(tmp_path, "--scenario", "fanout", "-u", "3", "-r", "3", "-t", "3s",
+                   "--taskstream-target", str(target), "--min-events-per-s", "1e9")  # fmt: skip
+    assert done.returncode == 1, done.stderr[-4000:]
+    assert "threshold FAIL delivered events/s" in done.stderr
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 1000])
+def test_dechunker_reassembles_a_body_split_anywhere(step: int) -> None:
+    parts = [b"id: 1\n", b"event: token\r\ndata: hi\n\n"]
+    body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+    chunks = Dechunker()
+    out = b"".join(chunks.feed(body[i : i + step]) for i in range(0, len(body), step))
+    assert out == b"".join(parts)
+    assert chunks.done
+
+
+def test_summary_judges_each_target_against_its_floor() -> None:
+    results = {
+        "floors": {
+            "grpc_ack": {"peak": {"events_per_s": 1000.0}},
+            "sse_writer": {"fanout": {"deliveries_per_s": 10_000.0}},
+        },
+        "servers": {
+            "memory": {
+                "peak": {"events_per_s": 900.0},
+                "fanout": {"deliveries_per_s": 4000.0, "subscribers": 1000},
+                "latency": [{"fraction": 0.5, "latency_ms": {"p99": 12.0}}],
+                "idle": {"kib_per_connection": 31.0, "connections": 5000},
+            },
+            "nats": {"peak": {"events_per_s": 700.0}},
+        },
+    }
+    verdicts = {line.metric: line.passed for line in summarize(results)}
+    assert verdicts["end-to-end events/s, in-memory bus"] is True  # 0.9 >= 0.8
+    assert verdicts["fan-out deliveries/s (1 → 1000), in-memory bus"] is False  # 0.4 < 0.5
+    assert verdicts["end-to-end events/s, NATS JetStream"] is False  # 0.78 < 0.8
+    assert verdicts["p99 publish → receipt at 50% of max, in-memory bus"] is True
+    assert verdicts["RSS per idle SSE connection (5000 open), in-memory bus"] is False
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_quick_measures_everything(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench", "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=280, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["meta"]["seconds"] < 120
+    assert {"grpc_ack", "sse_writer", "nats"} <= set(results["floors"])
+    assert {"peak", "latency", "fanout", "idle", "stall"} <= set(results["servers"]["memory"])
+    assert {"peak", "latency", "fanout"} <= set(results["servers"]["nats"])
+    measured = [line for line in results["summary"] if line["target"]]
+    assert all(line["value"] is not None for line in measured)
