@@ -97,10 +97,8 @@ class Subscription:
                 self.on_failure(error)
 
     async def next_batch(self) -> list[Delivery]:
-        """Wait for at least one delivery and return all queued ones."""
-        while not self._inbox:
-            if self._failure is not None:
-                raise self._failure
+        """Wait for deliveries (or a `poke`) and return all queued ones, maybe none."""
+        if not self._inbox and self._failure is None:
             self._wakeup.clear()
             await self._wakeup.wait()
         if self._failure is not None:
@@ -108,6 +106,10 @@ class Subscription:
         batch = list(self._inbox)
         self._inbox.clear()
         return batch
+
+    def poke(self) -> None:
+        """Wake the consumer with nothing to deliver (its timer: keep-alive, idle, expiry)."""
+        self._wakeup.set()
 
     @property
     def pending(self) -> int:

@@ -26,7 +26,7 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .events import TaskStreamEvent, task_key, workflow_key
+from .events import StreamEventType, TaskStreamEvent, task_key, workflow_key
 from .http_problems import HTTP_STATUS
 from .sse import encode_comment, encode_event
 from .streams import OpenStream, StreamStopped
@@ -258,44 +258,57 @@ async def _status(ctx: ServerContext, plan: _Plan) -> str | None:
 async def _pump(
     ctx: ServerContext, principal: Principal, stream: OpenStream, writer: _Writer
 ) -> str:
+    """Write live batches until the stream ends. One timer per stream wakes the loop for
+    keep-alives, the idle timeout and token expiry; events only move the deadlines, so the hot
+    path sets up no timeout per batch."""
     settings = ctx.settings
     loop = asyncio.get_running_loop()
+    sub = stream.subscription
     now = loop.time()
     idle_at = now + settings.idle_timeout
     keepalive_at = now + settings.keepalive_interval
     left = principal.seconds_left()
     expires_at = now + left if left is not None else float("inf")
+    check_at = min(idle_at, keepalive_at, expires_at)
+    timer = loop.call_at(check_at, sub.poke)
     response = writer.response
-    while True:
-        try:
-            async with asyncio.timeout_at(min(idle_at, keepalive_at, expires_at)):
-                batch = await stream.subscription.next_batch()
-        except TimeoutError:
+    try:
+        while True:
+            try:
+                batch = await sub.next_batch()
+            except StreamStopped as stop:
+                if stop.event is not None:
+                    body = json.dumps({"reason": stop.reason})
+                    await response.write(encode_event(stop.event, body))
+                return stop.reason
+            except SubscriberEvicted:
+                return "evicted: too slow"
+            except SubscriptionClosed as closed:
+                return f"bus closed the subscription: {closed}"
+            if batch:
+                written = writer.count
+                if await writer.write(batch):
+                    return "finished"
+                if writer.count != written:
+                    now = loop.time()
+                    idle_at = now + settings.idle_timeout
+                    keepalive_at = now + settings.keepalive_interval
             now = loop.time()
+            if now < check_at:
+                continue
             if now >= expires_at:
                 await response.write(encode_event("auth-expired", '{"reason":"token expired"}'))
                 return "token expired"
             if now >= idle_at:
                 await response.write(b": idle-timeout\n\n")
                 return "idle timeout"
-            await response.write(encode_comment("keep-alive"))
-            keepalive_at = now + settings.keepalive_interval
-            continue
-        except StreamStopped as stop:
-            if stop.event is not None:
-                await response.write(encode_event(stop.event, json.dumps({"reason": stop.reason})))
-            return stop.reason
-        except SubscriberEvicted:
-            return "evicted: too slow"
-        except SubscriptionClosed as closed:
-            return f"bus closed the subscription: {closed}"
-        written = writer.count
-        if await writer.write(batch):
-            return "finished"
-        if writer.count != written:
-            now = loop.time()
-            idle_at = now + settings.idle_timeout
-            keepalive_at = now + settings.keepalive_interval
+            if now >= keepalive_at:
+                await response.write(encode_comment("keep-alive"))
+                keepalive_at = now + settings.keepalive_interval
+            check_at = min(idle_at, keepalive_at, expires_at)
+            timer = loop.call_at(check_at, sub.poke)
+    finally:
+        timer.cancel()
 
 
 async def _finish(
@@ -317,13 +330,15 @@ class _Writer:
         self._plan = plan
         self._target = str(plan.target_id)
         self._consolidated = plan.kind == "consolidated"
-        self._metrics = ctx.metrics
+        self._delivered = ctx.metrics.delivered_by_type
+        self._latency = ctx.metrics.delivery_latency
 
     async def write(self, batch: list[Delivery]) -> bool:
         """Write what belongs to this stream; True once its `end` has been written."""
         chunks: list[bytes] = []
         ended = False
-        now_ms = time.time() * 1000
+        oldest_ms = 0
+        counts: dict[StreamEventType, int] = {}
         for delivery in batch:
             item = delivery.item
             if isinstance(item, End):
@@ -338,14 +353,17 @@ class _Writer:
             ):
                 continue
             chunks.append(_encode(delivery, self._consolidated))
-            self._metrics.events_delivered.labels(item.event_type.name).inc()
-            if item.published_at_ms:
-                self._metrics.delivery_latency.observe(
-                    max(0.0, now_ms - item.published_at_ms) / 1000
-                )
+            counts[item.event_type] = counts.get(item.event_type, 0) + 1
+            if item.published_at_ms and not oldest_ms:
+                oldest_ms = item.published_at_ms
         if chunks:
             self.count += len(chunks)
             await self.response.write(b"".join(chunks))
+            # Per batch, not per event: fan-out multiplies every per-event cost by subscribers.
+            for event_type, n in counts.items():
+                self._delivered[event_type].inc(n)
+            if oldest_ms:
+                self._latency.observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
         return ended
 
 

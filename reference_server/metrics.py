@@ -11,6 +11,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .events import StreamEventType
+
 # `_created` series double the exposition for no use here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -52,6 +54,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Bound once: `labels()` on the hot path costs a lookup and a lock per call.
+        self.delivered_by_type = {t: self.events_delivered.labels(t.name) for t in StreamEventType}
         for kind in ("workflow", "consolidated", "task"):
             self.subscribers_active.labels(kind)
 
