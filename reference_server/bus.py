@@ -76,10 +76,17 @@ class Subscription:
         # Called once when the subscription fails (eviction, stop): lets the consumer abort a
         # write that is blocked on a stalled client.
         self.on_failure: Callable[[Exception], None] | None = None
+        # Fast path for fan-out: a consumer that can take a delivery at once (its socket is
+        # idle) returns True and no task is woken for it. Only used while nothing is queued,
+        # so order is kept.
+        self.direct: Callable[[Delivery], bool] | None = None
 
     def _offer(self, delivery: Delivery) -> None:
         if self._failure is not None or delivery.cursor <= self.last_cursor:
             return  # already failed, or replayed before the live feed caught up
+        if self.direct is not None and not self._inbox and self.direct(delivery):
+            self.last_cursor = delivery.cursor
+            return
         if len(self._inbox) >= self.limit:
             self._fail(SubscriberEvicted(f"subscriber fell {self.limit} events behind"))
             return

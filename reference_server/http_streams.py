@@ -211,7 +211,9 @@ async def _stream(
             extra={"stream_id": stream.stream_id, "kind": plan.kind, "target": str(plan.target_id)},
         )
         try:
-            reason = await _write_stream(ctx, principal, plan, stream, response, after, status)
+            reason = await _write_stream(
+                ctx, principal, plan, stream, response, after, status, request.transport
+            )
         except ConnectionError:
             reason = "client gone"
         return await _finish(response, stream, reason)
@@ -229,10 +231,11 @@ async def _write_stream(
     response: web.StreamResponse,
     after: int | None,
     status: str | None,
+    transport: asyncio.Transport | None,
 ) -> str:
     """gap (if any), replay, then `end` or the live feed; returns why the stream ended."""
     sub = stream.subscription
-    writer = _Writer(ctx, plan, response)
+    writer = _Writer(ctx, plan, response, transport)
     if sub.gap:
         requested = "" if after is None or after < 0 else str(after)
         await response.write(encode_event("gap", json.dumps({"requested": requested})))
@@ -241,7 +244,11 @@ async def _write_stream(
     if status is not None:
         await response.write(_end_event(End(str(plan.target_id), status), None))
         return "already finished"
-    return await _pump(ctx, principal, stream, writer)
+    sub.direct = writer.direct
+    try:
+        return await _pump(ctx, principal, stream, writer)
+    finally:
+        sub.direct = None
 
 
 async def _status(ctx: ServerContext, plan: _Plan) -> str | None:
@@ -264,7 +271,7 @@ async def _pump(
     settings = ctx.settings
     loop = asyncio.get_running_loop()
     sub = stream.subscription
-    now = loop.time()
+    now = last_write = loop.time()
     idle_at = now + settings.idle_timeout
     keepalive_at = now + settings.keepalive_interval
     left = principal.seconds_left()
@@ -285,14 +292,12 @@ async def _pump(
                 return "evicted: too slow"
             except SubscriptionClosed as closed:
                 return f"bus closed the subscription: {closed}"
-            if batch:
-                written = writer.count
-                if await writer.write(batch):
-                    return "finished"
-                if writer.count != written:
-                    now = loop.time()
-                    idle_at = now + settings.idle_timeout
-                    keepalive_at = now + settings.keepalive_interval
+            if batch and await writer.write(batch):
+                return "finished"
+            if writer.last_write > last_write:  # written here or straight from the bus
+                last_write = writer.last_write
+                idle_at = last_write + settings.idle_timeout
+                keepalive_at = last_write + settings.keepalive_interval
             now = loop.time()
             if now < check_at:
                 continue
@@ -303,7 +308,7 @@ async def _pump(
                 await response.write(b": idle-timeout\n\n")
                 return "idle timeout"
             if now >= keepalive_at:
-                await response.write(encode_comment("keep-alive"))
+                await writer.write_raw(encode_comment("keep-alive"))
                 keepalive_at = now + settings.keepalive_interval
             check_at = min(idle_at, keepalive_at, expires_at)
             timer = loop.call_at(check_at, sub.poke)
@@ -321,12 +326,29 @@ async def _finish(
     return response
 
 
-class _Writer:
-    """Encodes deliveries for one stream and writes each batch in one write."""
+# Above this many bytes waiting in the socket's buffer, the direct path steps aside and the
+# stream's task takes over (it awaits drain, and a stalled client ends up evicted).
+_DIRECT_HIGH_WATER = 64 * 1024
 
-    def __init__(self, ctx: ServerContext, plan: _Plan, response: web.StreamResponse) -> None:
+
+class _Writer:
+    """Encodes deliveries for one stream: in batches from its task (`write`), or one at a time
+    straight from the bus's fan-out while the socket is idle (`direct`)."""
+
+    def __init__(
+        self,
+        ctx: ServerContext,
+        plan: _Plan,
+        response: web.StreamResponse,
+        transport: asyncio.Transport | None,
+    ) -> None:
         self.response = response
         self.count = 0
+        self.last_write = asyncio.get_running_loop().time()
+        self._busy = False
+        self._transport = transport
+        # Set by aiohttp when it prepared the response (HTTP/1.1 without a length).
+        self._chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
         self._plan = plan
         self._target = str(plan.target_id)
         self._consolidated = plan.kind == "consolidated"
@@ -358,13 +380,53 @@ class _Writer:
                 oldest_ms = item.published_at_ms
         if chunks:
             self.count += len(chunks)
-            await self.response.write(b"".join(chunks))
+            self._busy = True
+            try:
+                await self.response.write(b"".join(chunks))
+            finally:
+                self._busy = False
+            self.last_write = asyncio.get_running_loop().time()
             # Per batch, not per event: fan-out multiplies every per-event cost by subscribers.
             for event_type, n in counts.items():
                 self._delivered[event_type].inc(n)
             if oldest_ms:
                 self._latency.observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
         return ended
+
+    async def write_raw(self, data: bytes) -> None:
+        """A comment or control event, through the same path as batches."""
+        self._busy = True
+        try:
+            await self.response.write(data)
+        finally:
+            self._busy = False
+
+    def direct(self, delivery: Delivery) -> bool:
+        """Write one delivery synchronously if the socket can take it now; False hands it to the
+        stream's task (busy writer, full buffer, or an `end`, which closes the stream)."""
+        transport = self._transport
+        item = delivery.item
+        if (
+            self._busy
+            or isinstance(item, End)
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > _DIRECT_HIGH_WATER
+        ):
+            return False
+        if self._plan.task_filter is not None and item.task_execution_id != self._plan.task_filter:
+            return True  # not this stream's: nothing to write
+        data = _encode(delivery, self._consolidated)
+        if self._chunked:  # HTTP/1.1: the framing aiohttp's writer would add
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            transport.write(data)
+        self.count += 1
+        self.last_write = asyncio.get_running_loop().time()
+        self._delivered[item.event_type].inc()
+        if item.published_at_ms:
+            self._latency.observe(max(0.0, time.time() * 1000 - item.published_at_ms) / 1000)
+        return True
 
 
 @functools.lru_cache(maxsize=8192)
