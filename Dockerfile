@@ -11,6 +11,7 @@ COPY reference_server ./reference_server
 COPY harness ./harness
 COPY conformance ./conformance
 COPY loadtests ./loadtests
+COPY broken_servers ./broken_servers
 RUN pip install '.[dev]'
 
 RUN useradd --system --uid 10001 taskstream

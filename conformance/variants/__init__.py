@@ -1,8 +1,8 @@
 """Deliberately broken variants of the reference server: the suite's proof that it catches bugs.
 
-`python -m conformance.variants <name> serve [flags]` runs the reference server with ONE defect
-applied (see `defects.py`, the only module of the suite that imports `reference_server`, because
-it *is* a server). `python -m conformance --variant <name>` tests one against the suite.
+`python -m broken_servers <name> serve [flags]` runs the reference server with ONE defect
+applied (the `broken_servers` package, outside the suite: a variant *is* a server).
+`python -m conformance --variant <name>` tests one against the suite.
 
 This module only names the defects and the requirements expected to catch each; importing it
 does not import the server.
@@ -85,4 +85,4 @@ def command(name: str) -> list[str]:
     """The program a cluster runs (before `serve ...`) for variant `name`."""
     if name not in DEFECTS:
         raise KeyError(f"unknown variant {name!r}")
-    return [sys.executable, "-m", "conformance.variants", name]
+    return [sys.executable, "-m", "broken_servers", name]

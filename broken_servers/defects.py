@@ -1,8 +1,7 @@
 """The defects, each a small monkeypatch of the reference server applied before it starts.
 
-The only module of the conformance suite that imports `reference_server`: a variant *is* a
-server, launched as its own process; the suite still talks to it only over the wire. Each
-patch wraps the reference behaviour and breaks exactly one rule of SPEC.md.
+A variant *is* a server, launched as its own process; the suite talks to it only over the
+wire. Each patch wraps the reference behaviour and breaks exactly one rule of SPEC.md.
 """
 
 from __future__ import annotations

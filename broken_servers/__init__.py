@@ -1,0 +1,5 @@
+"""The reference server with one deliberate defect each: the conformance suite's proof that it
+catches bugs. `python -m broken_servers <name> serve [flags]` applies the defect (a small
+monkeypatch) and runs `reference_server.cli`. The names and the requirements that must catch
+them are in `conformance.variants`; this package is the server side, kept out of `conformance/`
+so that the suite itself only ever talks to servers over the wire."""
