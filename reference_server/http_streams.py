@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from .auth import Principal, bearer_token
-from .bus import Delivery, End, SubscriberEvicted, SubscriptionClosed
+from .bus import End, SubscriberEvicted, SubscriptionClosed
 from .context import CONTEXT, ServerContext
 from .errors import (
     BusError,
@@ -26,9 +24,10 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .events import StreamEventType, TaskStreamEvent, task_key, workflow_key
+from .events import task_key, workflow_key
 from .http_problems import HTTP_STATUS
 from .sse import encode_comment, encode_event
+from .sse_writer import StreamWriter, end_event
 from .streams import OpenStream, StreamStopped
 
 log = logging.getLogger(__name__)
@@ -235,14 +234,21 @@ async def _write_stream(
 ) -> str:
     """gap (if any), replay, then `end` or the live feed; returns why the stream ended."""
     sub = stream.subscription
-    writer = _Writer(ctx, plan, response, transport)
+    writer = StreamWriter(
+        ctx.metrics,
+        target=str(plan.target_id),
+        consolidated=plan.kind == "consolidated",
+        task_filter=plan.task_filter,
+        response=response,
+        transport=transport,
+    )
     if sub.gap:
         requested = "" if after is None or after < 0 else str(after)
         await response.write(encode_event("gap", json.dumps({"requested": requested})))
     if await writer.write(sub.replay):
         return "replayed to the end"
     if status is not None:
-        await response.write(_end_event(End(str(plan.target_id), status), None))
+        await response.write(end_event(End(str(plan.target_id), status), None))
         return "already finished"
     sub.direct = writer.direct
     try:
@@ -263,7 +269,7 @@ async def _status(ctx: ServerContext, plan: _Plan) -> str | None:
 
 
 async def _pump(
-    ctx: ServerContext, principal: Principal, stream: OpenStream, writer: _Writer
+    ctx: ServerContext, principal: Principal, stream: OpenStream, writer: StreamWriter
 ) -> str:
     """Write live batches until the stream ends. One timer per stream wakes the loop for
     keep-alives, the idle timeout and token expiry; events only move the deadlines, so the hot
@@ -324,131 +330,3 @@ async def _finish(
         if reason != "client gone":
             await response.write_eof()
     return response
-
-
-# Above this many bytes waiting in the socket's buffer, the direct path steps aside and the
-# stream's task takes over (it awaits drain, and a stalled client ends up evicted).
-_DIRECT_HIGH_WATER = 64 * 1024
-
-
-class _Writer:
-    """Encodes deliveries for one stream: in batches from its task (`write`), or one at a time
-    straight from the bus's fan-out while the socket is idle (`direct`)."""
-
-    def __init__(
-        self,
-        ctx: ServerContext,
-        plan: _Plan,
-        response: web.StreamResponse,
-        transport: asyncio.Transport | None,
-    ) -> None:
-        self.response = response
-        self.count = 0
-        self.last_write = asyncio.get_running_loop().time()
-        self._busy = False
-        self._transport = transport
-        # Set by aiohttp when it prepared the response (HTTP/1.1 without a length).
-        self._chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
-        self._plan = plan
-        self._target = str(plan.target_id)
-        self._consolidated = plan.kind == "consolidated"
-        self._delivered = ctx.metrics.delivered_by_type
-        self._latency = ctx.metrics.delivery_latency
-
-    async def write(self, batch: list[Delivery]) -> bool:
-        """Write what belongs to this stream; True once its `end` has been written."""
-        chunks: list[bytes] = []
-        ended = False
-        oldest_ms = 0
-        counts: dict[StreamEventType, int] = {}
-        for delivery in batch:
-            item = delivery.item
-            if isinstance(item, End):
-                if item.target_id == self._target:
-                    chunks.append(_end_event(item, delivery.cursor))
-                    ended = True
-                    break
-                continue
-            if (
-                self._plan.task_filter is not None
-                and item.task_execution_id != self._plan.task_filter
-            ):
-                continue
-            chunks.append(_encode(delivery, self._consolidated))
-            counts[item.event_type] = counts.get(item.event_type, 0) + 1
-            if item.published_at_ms and not oldest_ms:
-                oldest_ms = item.published_at_ms
-        if chunks:
-            self.count += len(chunks)
-            self._busy = True
-            try:
-                await self.response.write(b"".join(chunks))
-            finally:
-                self._busy = False
-            self.last_write = asyncio.get_running_loop().time()
-            # Per batch, not per event: fan-out multiplies every per-event cost by subscribers.
-            for event_type, n in counts.items():
-                self._delivered[event_type].inc(n)
-            if oldest_ms:
-                self._latency.observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
-        return ended
-
-    async def write_raw(self, data: bytes) -> None:
-        """A comment or control event, through the same path as batches."""
-        self._busy = True
-        try:
-            await self.response.write(data)
-        finally:
-            self._busy = False
-
-    def direct(self, delivery: Delivery) -> bool:
-        """Write one delivery synchronously if the socket can take it now; False hands it to the
-        stream's task (busy writer, full buffer, or an `end`, which closes the stream)."""
-        transport = self._transport
-        item = delivery.item
-        if (
-            self._busy
-            or isinstance(item, End)
-            or transport is None
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > _DIRECT_HIGH_WATER
-        ):
-            return False
-        if self._plan.task_filter is not None and item.task_execution_id != self._plan.task_filter:
-            return True  # not this stream's: nothing to write
-        data = _encode(delivery, self._consolidated)
-        if self._chunked:  # HTTP/1.1: the framing aiohttp's writer would add
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            transport.write(data)
-        self.count += 1
-        self.last_write = asyncio.get_running_loop().time()
-        self._delivered[item.event_type].inc()
-        if item.published_at_ms:
-            self._latency.observe(max(0.0, time.time() * 1000 - item.published_at_ms) / 1000)
-        return True
-
-
-@functools.lru_cache(maxsize=8192)
-def _encode(delivery: Delivery, consolidated: bool) -> bytes:
-    """Fan-out encodes each delivery once, not once per subscriber."""
-    event = delivery.item
-    assert isinstance(event, TaskStreamEvent)
-    if consolidated:
-        data = json.dumps(
-            {
-                "workflowExecutionId": event.workflow_execution_id,
-                "taskExecutionId": event.task_execution_id,
-                "sequence": event.sequence,
-                "data": event.payload,
-            }
-        )
-    else:
-        data = event.payload
-    return encode_event(event.event_type.sse_name, data, str(delivery.cursor))
-
-
-def _end_event(end: End, cursor: int | None) -> bytes:
-    return encode_event(
-        "end", json.dumps({"status": end.status}), None if cursor is None else str(cursor)
-    )

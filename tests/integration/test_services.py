@@ -365,13 +365,8 @@ async def test_resolvers_fall_back_to_embedded(monkeypatch: pytest.MonkeyPatch) 
 async def test_resolver_error_lists_every_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     if await asyncio.to_thread(docker_unavailable_reason) is None:
         pytest.skip("a Docker engine answers here; the container fallback would succeed")
-    import harness.services_nats
-
-    def missing() -> str:
-        raise ServiceUnavailable("nats-server binary not found (simulated)")
-
     monkeypatch.delenv("NATS_URL", raising=False)
-    monkeypatch.setattr(harness.services_nats, "nats_server_binary", missing)
+    monkeypatch.setenv("NATS_SERVER_BIN", "/nonexistent/nats-server")
     with pytest.raises(ServiceUnavailable) as info:
         await nats_service()
     assert "NATS_URL" in info.value.reason
