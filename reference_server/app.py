@@ -26,7 +26,7 @@ from .context import CONTEXT, ServerContext
 from .directory import Directory
 from .errors import Unavailable
 from .grpc_service import TaskExecutionService
-from .http_problems import problem_middleware
+from .http_problems import add_request_id, problem_middleware
 from .metrics import Metrics
 from .pg_embedded import EmbeddedPostgres
 from .settings import Settings
@@ -40,6 +40,7 @@ SERVICE_NAME = task_streaming_pb2.DESCRIPTOR.services_by_name["TaskExecution"].f
 def create_app(ctx: ServerContext) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=1024 * 1024)
     app[CONTEXT] = ctx
+    app.on_response_prepare.append(add_request_id)
     base = "/api/tenants/{tenant}/stream"
     app.router.add_get(f"{base}/workflows/{{id}}", http_streams.stream_workflow, allow_head=False)
     app.router.add_get(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,6 +62,24 @@ def from_error(error: StreamingError) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def request_id(request: web.Request) -> str:
+    """The caller's `X-Request-ID` when it is sane, else one of ours; echoed on the response and
+    put on the request's log lines, so a client's report can be matched to the server's logs."""
+    rid = request.get(REQUEST_ID)
+    if rid is None:
+        given = request.headers.get("X-Request-ID", "")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        request[REQUEST_ID] = rid
+    return rid
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: every response, streams included, carries the request id."""
+    response.headers["X-Request-ID"] = request_id(request)
 
 
 @web.middleware
@@ -71,8 +91,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = from_error(error)
         log.info(
             "request refused",
-            extra={"method": request.method, "path": request.path, "status": response.status,
-                   "reason": error.detail},
+            extra={"request_id": request_id(request), "method": request.method,
+                   "path": request.path, "status": response.status, "reason": error.detail},
         )  # fmt: skip
         return response
     except web.HTTPException as exc:
@@ -82,5 +102,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         title = _TITLES.get(exc.status, exc.reason)
         return problem(exc.status, title, exc.text or exc.reason, headers=headers)
     except Exception:
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        log.exception(
+            "unhandled error",
+            extra={
+                "request_id": request_id(request),
+                "method": request.method,
+                "path": request.path,
+            },
+        )
         return problem(500, "Internal server error", "the server failed; see its logs")

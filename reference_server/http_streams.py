@@ -25,7 +25,7 @@ from .errors import (
     Unavailable,
 )
 from .events import task_key, workflow_key
-from .http_problems import HTTP_STATUS
+from .http_problems import HTTP_STATUS, request_id
 from .sse import encode_comment, encode_event
 from .sse_writer import StreamWriter, end_event
 from .streams import OpenStream, StreamStopped
@@ -207,7 +207,12 @@ async def _stream(
         ctx.metrics.sse_responses.labels("200").inc()
         log.info(
             "stream opened",
-            extra={"stream_id": stream.stream_id, "kind": plan.kind, "target": str(plan.target_id)},
+            extra={
+                "request_id": request_id(request),
+                "stream_id": stream.stream_id,
+                "kind": plan.kind,
+                "target": str(plan.target_id),
+            },
         )
         try:
             reason = await _write_stream(

@@ -111,3 +111,17 @@ async def test_tokens_are_stored_hashed(world: TenantWorld, pg_url: str) -> None
     stored = {bytes(r["token_hash"]) for r in rows}
     assert world.user.token.encode() not in stored
     assert all(len(h) == 32 for h in stored)
+
+
+async def test_responses_carry_a_request_id(world: TenantWorld, server: Server) -> None:
+    """Ours when the caller sends none or a bad one; the caller's when it is sane."""
+    async with aiohttp.ClientSession() as http:
+        ours = await http.get(server.http_url + "/health/live")
+        theirs = await http.get(server.http_url + "/nope", headers={"X-Request-ID": "abc-123"})
+        bogus = await http.get(server.http_url + "/health/live", headers={"X-Request-ID": "a b"})
+    assert len(ours.headers["X-Request-ID"]) == 16
+    assert theirs.headers["X-Request-ID"] == "abc-123"
+    assert bogus.headers["X-Request-ID"] != "a b"
+    wf = await world.workflow()
+    async with await world.subscribe(wf) as stream:
+        assert "X-Request-ID" in stream.headers
