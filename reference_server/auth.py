@@ -91,7 +91,9 @@ class Authenticator:
         self._admin_hash = hash_token(admin_token)
         self._ttl = cache_ttl
         self._cache: dict[bytes, tuple[float, Principal]] = {}
-        self._revoked: set[uuid.UUID] = set()
+        # Revoked ids must outlive the cached principals they override (cache_ttl), no longer:
+        # after that the store answers. So the set stays small however many tokens are revoked.
+        self._revoked: dict[uuid.UUID, float] = {}
 
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -108,7 +110,7 @@ class Authenticator:
             if record is None:
                 raise Unauthenticated("unknown token")
             if record.revoked_at is not None:
-                self._revoked.add(record.id)
+                self.revoked(record.id)
                 raise Unauthenticated("the token has been revoked")
             principal = Principal.from_record(record)
             if len(self._cache) > 100_000:
@@ -125,7 +127,11 @@ class Authenticator:
 
     def revoked(self, token_id: uuid.UUID) -> None:
         """Record a revocation (from this instance, a bus notice or the store poll)."""
-        self._revoked.add(token_id)
+        now = time.monotonic()
+        self._revoked[token_id] = now
+        if len(self._revoked) > 10_000:
+            horizon = now - 2 * self._ttl
+            self._revoked = {k: t for k, t in self._revoked.items() if t > horizon}
 
     def is_revoked(self, token_id: uuid.UUID | None) -> bool:
         return token_id is not None and token_id in self._revoked
