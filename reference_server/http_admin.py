@@ -224,9 +224,11 @@ async def create_stream_token(request: web.Request) -> web.Response:
     task_id = _optional_uuid(body, "taskExecutionId")
     if (workflow_id is None) == (task_id is None):
         raise InvalidArgument("give exactly one of workflowExecutionId and taskExecutionId")
-    owner = await (
-        ctx.directory.workflow(workflow_id) if workflow_id else ctx.directory.task(task_id)  # type: ignore[arg-type]
-    )
+    if workflow_id is not None:
+        owner = await ctx.directory.workflow(workflow_id)
+    else:
+        assert task_id is not None  # exactly one was given, checked above
+        owner = await ctx.directory.task(task_id)
     if owner is None or owner.tenant_id != tenant.id:
         raise NotFound("execution not found")
     _token_id, token, expires_at = await ctx.auth.issue(

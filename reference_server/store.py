@@ -189,7 +189,8 @@ class Store:
     async def now(self) -> dt.datetime:
         row = await self._fetchrow("SELECT now() AS now")
         assert row is not None
-        return row["now"]  # type: ignore[no-any-return]
+        now: dt.datetime = row["now"]
+        return now
 
     # executions
 
