@@ -122,6 +122,11 @@ class Subscription:
     def pending(self) -> int:
         return len(self._inbox)
 
+    @property
+    def failure(self) -> Exception | None:
+        """Why the subscription ended, once it has."""
+        return self._failure
+
     def close(self) -> None:
         """Stop receiving; idempotent."""
         detach, self._detach = self._detach, None

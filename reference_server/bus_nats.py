@@ -10,12 +10,15 @@ echo, so each listener sees each notice exactly once per instance.
 
 JetStream mode (default): one memory stream (`nats_stream_name`) over `flovyn.streams.>`, bounded
 by `nats_max_age` and `nats_max_bytes`. Cursors are stream sequence numbers: global and strictly
-increasing, so an SSE id issued by one instance resumes on any other. Each subscription owns an
-ephemeral push consumer (AckNone, flow control, heartbeats) filtered on its subjects and starting
-right after the cursor, so retained and live messages come in one ordered feed: no gap and no
-duplicate between replay and live. What the consumer had pending when created becomes
-`subscription.replay`; the rest is live. `add_keys` swaps in a consumer over the larger subject
-set starting after `subscription.last_cursor`, and ignores the old one from that instant on. A
+increasing, so an SSE id issued by one instance resumes on any other. A subscription with a
+cursor owns an ephemeral push consumer (AckNone, flow control, heartbeats) filtered on its
+subjects and starting right after the cursor, so retained and live messages come in one ordered
+feed: no gap and no duplicate between replay and live; what the consumer had pending when
+created becomes `subscription.replay`, the rest is live. Live-only subscriptions of the same
+streams share one consumer per instance (`_Fanout`): fan-out costs one message per event, not
+one per subscriber. `add_keys` swaps in a consumer over the larger subject set starting after
+`subscription.last_cursor` (a fan-out member leaves the shared one for it), and ignores the old
+consumer from that instant on. A
 cursor before the stream's first retained sequence, after its last, or unparseable (-1) yields
 `gap` and a replay of all that is retained. Losing the connection ends every subscription with
 `SubscriptionClosed`: clients resume with their last id instead of stalling on a lost consumer.
@@ -136,6 +139,31 @@ class _Channel:
     nsub: NatsSubscription | None = None
 
 
+class _Fanout(Subscription):
+    """Live-only subscribers of the same streams share one JetStream consumer: an event crosses
+    the connection once per instance, not once per browser. It stands in the consumer's feed as
+    one subscription and passes every delivery (and its failure) on to its members."""
+
+    def __init__(self, keys: Sequence[str], start_cursor: int) -> None:
+        super().__init__(keys, 1, start_cursor)
+        self.members: set[Subscription] = set()
+        self.ready = asyncio.Event()  # its consumer exists (or it failed)
+
+    def _offer(self, delivery: Delivery) -> None:
+        if self._failure is not None or delivery.cursor <= self.last_cursor:
+            return
+        self.last_cursor = delivery.cursor
+        for member in list(self.members):
+            member._offer(delivery)
+
+    def _fail(self, error: Exception) -> None:
+        members, self.members = list(self.members), set()
+        super()._fail(error)
+        self.ready.set()
+        for member in members:
+            member._fail(error)
+
+
 class NatsBus:
     """The Bus protocol on NATS; `start()` connects, `close()` releases everything."""
 
@@ -152,6 +180,8 @@ class NatsBus:
         self._started = False
         self._recovering = False
         self._feeds: dict[Subscription, _Feed] = {}
+        self._fanouts: dict[frozenset[str], _Fanout] = {}
+        self._member_of: dict[Subscription, _Fanout] = {}
         self._channels: dict[str, _Channel] = {}
         self._counter = 0  # core mode cursors
         self._listeners: list[NoticeListener] = []
@@ -278,6 +308,8 @@ class NatsBus:
                 sub = Subscription(keys, self._s.subscriber_buffer, self._counter)
                 sub.gap = after is not None or from_start  # nothing is retained: live only
                 return await self._open(sub, lambda feed: self._join(feed.sub, keys))
+            if after is None and not from_start:
+                return await self._join_fanout(keys)
             state = (await self._js.stream_info(self._s.nats_stream_name)).state
             first, last = state.first_seq, state.last_seq
             start: int | None  # first sequence to deliver; None = all that is retained
@@ -293,6 +325,38 @@ class NatsBus:
             return await self._open(sub, lambda feed: self._attach(feed, start, replay=replay))
         except _NATS_ERRORS as error:
             raise BusError(f"subscribe failed: {error!r}") from error
+
+    async def _join_fanout(self, keys: Sequence[str]) -> Subscription:
+        """A live-only subscription: a member of the shared consumer for exactly these keys."""
+        keyset = frozenset(keys)
+        fan = self._fanouts.get(keyset)
+        if fan is None or fan.failure is not None:
+            last = (await self._js.stream_info(self._s.nats_stream_name)).state.last_seq
+            fan = self._fanouts.get(keyset)  # another subscribe may have made it meanwhile
+            if fan is None or fan.failure is not None:
+                fan = self._fanouts[keyset] = _Fanout(keys, last)
+                try:
+                    await self._open(fan, lambda feed: self._attach(feed, last + 1, replay=False))
+                finally:
+                    fan.ready.set()
+        await fan.ready.wait()
+        if fan.failure is not None:
+            raise BusError(f"subscribe failed: {fan.failure!r}")
+        sub = Subscription(keys, self._s.subscriber_buffer, fan.last_cursor)
+        fan.members.add(sub)
+        self._member_of[sub] = fan
+        sub._detach = self._leave_fanout
+        return sub
+
+    def _leave_fanout(self, sub: Subscription) -> None:
+        fan = self._member_of.pop(sub, None)
+        if fan is None:
+            return
+        fan.members.discard(sub)
+        if not fan.members:
+            if self._fanouts.get(frozenset(fan.keys)) is fan:
+                del self._fanouts[frozenset(fan.keys)]
+            fan.close()  # releases the shared consumer
 
     async def _open(
         self, sub: Subscription, setup: Callable[[_Feed], Awaitable[None]]
@@ -390,6 +454,12 @@ class NatsBus:
             return None
 
     async def add_keys(self, subscription: Subscription, keys: Sequence[str]) -> None:
+        if subscription in self._member_of and set(keys) - subscription.keys:
+            # Its streams now differ from its peers': leave the shared consumer for one of its
+            # own, which starts right after what the shared one delivered to it.
+            self._leave_fanout(subscription)
+            self._feeds[subscription] = _Feed(subscription)
+            subscription._detach = self._detach
         feed = self._feeds.get(subscription)
         if feed is None:
             return

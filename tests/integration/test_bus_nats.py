@@ -325,6 +325,36 @@ async def test_closing_a_subscription_releases_its_consumer(
     await eventually(released, within=2.0)
 
 
+async def test_live_subscribers_of_the_same_streams_share_one_consumer(
+    make_bus: BusFactory, js_admin: JetStreamContext, stream_name: str
+) -> None:
+    """Fan-out: one consumer per instance however many watch; each still gets every event once,
+    a resumed subscriber keeps its own, and the last one leaving releases the shared one."""
+    bus = await make_bus()
+    wf = str(uuid.uuid4())
+    watchers = await asyncio.gather(*(bus.subscribe([workflow_key(wf)]) for _ in range(30)))
+    assert len(await js_admin.consumers_info(stream_name)) == 1
+    await publish_all(bus, [event(wf, i) for i in range(5)])
+    for watcher in watchers:
+        assert payloads(await receive(watcher, 5)) == list(range(5))
+    resumed = await bus.subscribe([workflow_key(wf)], after=watchers[0].last_cursor - 2)
+    assert payloads(resumed.replay) == [3, 4]
+    assert len(await js_admin.consumers_info(stream_name)) == 2
+    # A member whose streams grow (a late child) moves to a consumer of its own, losing nothing.
+    child = str(uuid.uuid4())
+    await bus.add_keys(watchers[1], [workflow_key(child)])
+    await publish_all(bus, [event(child, 10), event(wf, 11)])
+    assert payloads(await receive(watchers[1], 2)) == [10, 11]
+    assert payloads(await receive(watchers[2], 1)) == [11]
+    for sub in (*watchers, resumed):
+        sub.close()
+
+    async def released() -> bool:
+        return len(await js_admin.consumers_info(stream_name)) == 0
+
+    await eventually(released, within=2.0)
+
+
 async def test_core_mode_is_live_only(make_bus: BusFactory) -> None:
     a, b = await make_bus(nats_mode="core"), await make_bus(nats_mode="core")
     wf = str(uuid.uuid4())
