@@ -49,6 +49,25 @@ class _Sequences:
         self._next[task_id] += 1
         return self._next[task_id]
 
+    def request(
+        self,
+        event_type: int | str,
+        payload: str,
+        workflow_id: str,
+        task_id: str,
+        sequence: int | None,
+        timestamp_ms: int | None,
+    ) -> pb.StreamTaskDataRequest:
+        """A request with the next sequence of its task unless one is given."""
+        return build_request(
+            workflow_id=workflow_id,
+            task_id=task_id,
+            event_type=event_type,
+            payload=payload,
+            sequence=self.next(task_id) if sequence is None else sequence,
+            timestamp_ms=timestamp_ms,
+        )
+
 
 class Publisher:
     """Async publisher over one grpc.aio channel; errors surface as `grpc.aio.AioRpcError`."""
@@ -92,13 +111,8 @@ class Publisher:
         metadata: list[tuple[str, str]] | None = None,
     ) -> bool:
         """Send one event; returns the server's `acknowledged`."""
-        request = build_request(
-            workflow_id=workflow_id,
-            task_id=task_id,
-            event_type=event_type,
-            payload=payload,
-            sequence=self._sequences.next(task_id) if sequence is None else sequence,
-            timestamp_ms=timestamp_ms,
+        request = self._sequences.request(
+            event_type, payload, workflow_id, task_id, sequence, timestamp_ms
         )
         return await self.send_request(request, token=token, metadata=metadata)
 
@@ -151,13 +165,8 @@ class SyncPublisher:
         sequence: int | None = None,
         timestamp_ms: int | None = None,
     ) -> bool:
-        request = build_request(
-            workflow_id=workflow_id,
-            task_id=task_id,
-            event_type=event_type,
-            payload=payload,
-            sequence=self._sequences.next(task_id) if sequence is None else sequence,
-            timestamp_ms=timestamp_ms,
+        request = self._sequences.request(
+            event_type, payload, workflow_id, task_id, sequence, timestamp_ms
         )
         md = [("authorization", f"Bearer {self.credentials}")] if self.credentials else []
         response = self._stub.StreamTaskData(request, metadata=tuple(md), timeout=self.timeout)
