@@ -75,7 +75,7 @@ SUBJECT_PREFIX = "flovyn.streams."
 NOTICE_SUBJECT = "flovyn.control.notices"
 ACK_TIMEOUT = 1.0  # PubAck or barrier echo
 API_TIMEOUT = 5.0  # stream and consumer management
-HEARTBEAT = 5.0  # consumer idle heartbeat; three missed in a row end the subscription
+STALL_LIMIT = 30.0  # seconds a consumer may stay lost (recreation failing) before its stream ends
 REPLAY_TIMEOUT = 10.0
 _NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 _ALL, _FROM = api.DeliverPolicy.ALL, api.DeliverPolicy.BY_START_SEQUENCE
@@ -164,6 +164,12 @@ class _Fanout(Subscription):
             member._fail(error)
 
 
+def _differs(current: api.StreamConfig, wanted: api.StreamConfig) -> bool:
+    """True if the limits this server sets differ from the stream's (update it then)."""
+    keys = ("subjects", "storage", "max_age", "max_bytes", "num_replicas")
+    return any(getattr(current, k) != getattr(wanted, k) for k in keys)
+
+
 class NatsBus:
     """The Bus protocol on NATS; `start()` connects, `close()` releases everything."""
 
@@ -172,6 +178,8 @@ class NatsBus:
             raise ValueError("NatsBus needs settings.nats_url")
         self._s = settings
         self._url: str = settings.nats_url
+        self._servers = [url.strip() for url in settings.nats_url.split(",") if url.strip()]
+        self._heartbeat = settings.nats_heartbeat
         self._jetstream = settings.nats_mode != "core"
         self._id = uuid.uuid4().hex
         self._nc = Client()
@@ -198,7 +206,7 @@ class NatsBus:
             # max_reconnect_attempts=-1 retries even the first connect forever: bound it here.
             async with asyncio.timeout(API_TIMEOUT):
                 await nc.connect(
-                    self._url, name=f"taskstream-{self._s.instance_id}", allow_reconnect=True,
+                    self._servers, name=f"taskstream-{self._s.instance_id}", allow_reconnect=True,
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
                     connect_timeout=2, error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
@@ -384,7 +392,7 @@ class NatsBus:
         config = api.ConsumerConfig(
             deliver_subject=inbox, filter_subjects=sorted(map(subject_of, feed.sub.keys)),
             deliver_policy=_ALL if start is None else _FROM, opt_start_seq=start,
-            ack_policy=api.AckPolicy.NONE, flow_control=True, idle_heartbeat=HEARTBEAT,
+            ack_policy=api.AckPolicy.NONE, flow_control=True, idle_heartbeat=self._heartbeat,
             inactive_threshold=30.0, mem_storage=True, num_replicas=1,
         )  # fmt: skip
         info = await self._js.add_consumer(self._s.nats_stream_name, config=config)
@@ -506,14 +514,41 @@ class NatsBus:
                     await self._js.delete_consumer(self._s.nats_stream_name, name)
 
     async def _watch_consumers(self) -> None:
-        """A consumer that stops heartbeating (lost by the broker) must not stall its stream."""
+        """A consumer that stops heartbeating must not stall its stream: on a cluster, the node
+        holding it died (ephemeral consumers have one replica, on any node). It is recreated
+        from the subscription's cursor, so the stream goes on without a gap or a duplicate."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(HEARTBEAT)
-            deadline = asyncio.get_running_loop().time() - 3 * HEARTBEAT
+            await asyncio.sleep(self._heartbeat / 2)
+            deadline = loop.time() - 2 * self._heartbeat
             for feed in list(self._feeds.values()):
                 consumer = feed.consumer
-                if consumer is not None and consumer.name and consumer.seen < deadline:
+                if consumer is None or not consumer.name or consumer.seen >= deadline:
+                    continue
+                if consumer.replay is not None or consumer.seen < loop.time() - STALL_LIMIT:
                     feed.sub._fail(SubscriptionClosed("the NATS consumer stopped heartbeating"))
+                elif not feed.lock.locked():
+                    self._spawn(self._reattach(feed))
+
+    async def _reattach(self, feed: _Feed) -> None:
+        """Replace a lost consumer by one starting right after the subscription's cursor; if
+        that fails (no stream leader yet), the old one stays and the watcher tries again."""
+        async with feed.lock:
+            old = feed.consumer
+            if old is None or feed.sub.failure is not None or self._feeds.get(feed.sub) is not feed:
+                return
+            try:
+                await self._attach(feed, feed.sub.last_cursor + 1, replay=False)
+            except (BusError, *_NATS_ERRORS) as error:
+                failed, feed.consumer = feed.consumer, old
+                if failed is not None and failed is not old:
+                    self._spawn(self._release(failed))
+                log.info(
+                    "recreating a NATS consumer failed; retrying", extra={"reason": repr(error)}
+                )
+                return
+            log.info("recreated a lost NATS consumer from cursor %d", feed.sub.last_cursor)
+            self._spawn(self._release(old))
 
     # -- notices ---------------------------------------------------------------------------------
 
@@ -565,20 +600,37 @@ class NatsBus:
         """Create the stream, or update it to these limits; concurrent starts are fine."""
         config = api.StreamConfig(
             name=self._s.nats_stream_name, subjects=[SUBJECT_PREFIX + ">"],
-            storage=api.StorageType.MEMORY, max_age=self._s.nats_max_age,
-            max_bytes=self._s.nats_max_bytes, num_replicas=1,
+            storage=api.StorageType(self._s.nats_storage), max_age=self._s.nats_max_age,
+            max_bytes=self._s.nats_max_bytes, num_replicas=self._s.nats_replicas,
         )  # fmt: skip
         # A memory stream is lost when the broker restarts. Starting a new one at a sequence
         # derived from the clock keeps cursors increasing across such losses, so a cursor of the
         # lost stream is "older than retention" (a `gap`), never silently misplaced in the new one.
         fresh = replace(config, first_seq=time.time_ns() // 1_000_000 * 1000)
+        name = self._s.nats_stream_name
         try:
-            try:
-                await self._js.add_stream(fresh)
-            except nats.js.errors.BadRequestError as error:
-                if error.err_code != 10058:  # 10058: exists with another configuration
-                    raise
-                await self._js.update_stream(config)
+            for attempt in range(20):
+                if attempt:
+                    await asyncio.sleep(0.25)  # another instance's stream is being created
+                try:
+                    current = (await self._js.stream_info(name)).config
+                except nats.js.errors.NotFoundError:
+                    try:
+                        # Instances starting together race to create it; the loser's request
+                        # may go unanswered, and the next round finds the winner's stream.
+                        async with asyncio.timeout(ACK_TIMEOUT * 2):
+                            await self._js.add_stream(fresh)
+                        return
+                    except TimeoutError:
+                        continue
+                    except nats.js.errors.BadRequestError as error:
+                        if error.err_code != 10058:  # 10058: it exists now
+                            raise
+                        continue
+                if _differs(current, config):
+                    await self._js.update_stream(config)
+                return
+            raise BusError("the stream was neither found nor created")
         except _NATS_ERRORS as error:
             raise BusError(f"cannot set up JetStream stream: {error!r}") from error
 

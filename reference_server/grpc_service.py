@@ -71,8 +71,14 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
             await self._ctx.bus.publish(event)
         except BusError as error:
             # Fire-and-forget: the worker must not stall on the bus; the loss is counted.
+            # With --publish-ack stored the worker learns it and may retry (SPEC.md section 3).
             self._ctx.metrics.publish_errors.inc()
             log.warning("publish failed", extra={"reason": str(error)})
+            if self._ctx.settings.publish_ack == "stored":
+                self._codes[grpc.StatusCode.UNAVAILABLE].inc()
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, f"the bus did not store it: {error}"
+                )
         else:
             self._published[event.event_type].inc()
         self._codes[grpc.StatusCode.OK].inc()

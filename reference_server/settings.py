@@ -28,6 +28,10 @@ class Settings:
     nats_stream_name: str = "FLOVYN_STREAMS"
     nats_max_age: float = 3600.0
     nats_max_bytes: int = 256 * 1024 * 1024
+    nats_replicas: int = 1  # 3 on a three-node cluster: a PubAck then means a quorum stored it
+    nats_storage: str = "memory"  # or "file": survives a broker restart
+    nats_heartbeat: float = 5.0  # a consumer silent for two of these is recreated
+    publish_ack: str = "accepted"  # or "stored": acknowledged only once the bus stored it
     admin_token: str | None = None
     keepalive_interval: float = 15.0
     idle_timeout: float = 300.0
@@ -62,11 +66,23 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "grpc_port": (int, "gRPC port (0 = pick a free one)"),
     "database_url": (str, "PostgreSQL URL; none = embedded PostgreSQL in --data-dir"),
     "data_dir": (Path, "directory for the embedded PostgreSQL"),
-    "nats_url": (str, "NATS URL; none = in-memory bus; 'embedded' = start nats-server -js"),
+    "nats_url": (
+        str,
+        "NATS URL, or several comma-separated (one per cluster node); none = in-memory bus; "
+        "'embedded' = start nats-server -js",
+    ),
     "nats_mode": (str, "'jetstream' (resumable, default) or 'core' (live-only)"),
     "nats_stream_name": (str, "JetStream stream holding the events"),
     "nats_max_age": (float, "seconds JetStream retains events for resume"),
     "nats_max_bytes": (int, "bytes JetStream retains for resume"),
+    "nats_replicas": (int, "JetStream stream replicas, 1-5 (3 on a three-node cluster)"),
+    "nats_storage": (str, "'memory' (default) or 'file' (survives broker restarts)"),
+    "nats_heartbeat": (float, "seconds between JetStream consumer heartbeats"),
+    "publish_ack": (
+        str,
+        "'accepted' (default: acknowledged even if the bus is down) or 'stored' "
+        "(acknowledged once the bus stored it, else UNAVAILABLE)",
+    ),
     "admin_token": (str, "admin token; none = generated and printed once"),
     "keepalive_interval": (float, "seconds between SSE keep-alive comments"),
     "idle_timeout": (float, "seconds without an event before a stream ends"),
@@ -135,6 +151,14 @@ def validate(settings: Settings) -> None:
     problems: list[str] = []
     if settings.nats_mode not in {"jetstream", "core"}:
         problems.append("--nats-mode must be 'jetstream' or 'core'")
+    if settings.nats_storage not in {"memory", "file"}:
+        problems.append("--nats-storage must be 'memory' or 'file'")
+    if settings.publish_ack not in {"accepted", "stored"}:
+        problems.append("--publish-ack must be 'accepted' or 'stored'")
+    if not 1 <= settings.nats_replicas <= 5:
+        problems.append("--nats-replicas must be between 1 and 5")
+    if settings.nats_heartbeat < 0.1:
+        problems.append("--nats-heartbeat must be at least 0.1")
     for name in ("keepalive_interval", "idle_timeout", "replay_max_age"):
         if getattr(settings, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")
