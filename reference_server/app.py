@@ -121,7 +121,7 @@ class Server:
         await bus.start()
         self._exit.push_async_callback(bus.close)
         assert s.admin_token is not None
-        metrics = Metrics()
+        metrics = Metrics(s.metrics_dir)
         ctx = ServerContext(
             settings=s,
             store=store,
@@ -139,7 +139,7 @@ class Server:
             access_log=None,
         )  # fmt: skip
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.http_host, s.http_port)
+        site = web.TCPSite(self._runner, s.http_host, s.http_port, reuse_port=s.reuse_port or None)
         await site.start()
         sockets = self._runner.addresses
         port = sockets[0][1]
@@ -149,7 +149,10 @@ class Server:
     async def _start_grpc(self, ctx: ServerContext) -> None:
         s = self.settings
         server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+            options=[
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                ("grpc.so_reuseport", 1 if s.reuse_port else 0),
+            ],
         )
         task_streaming_pb2_grpc.add_TaskExecutionServicer_to_server(
             TaskExecutionService(ctx), server

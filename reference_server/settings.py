@@ -45,6 +45,9 @@ class Settings:
     token_cache_ttl: float = 30.0
     shutdown_grace: float = 3.0
     bootstrap: bool = False
+    workers: int = 1  # processes sharing the ports (SO_REUSEPORT); more than 1 needs NATS
+    reuse_port: bool = False  # bind with SO_REUSEPORT (what each worker of --workers does)
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: /metrics sums every worker
     log_level: str = "INFO"
     log_json: bool = False
     instance_id: str = field(default_factory=lambda: os.urandom(4).hex())
@@ -92,11 +95,13 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "replay_max_events": (int, "events retained per stream for resume"),
     "replay_max_age": (float, "seconds events are retained for resume"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
+    "workers": (int, "processes sharing the HTTP and gRPC ports; more than 1 needs NATS"),
 }
 _BOOL_FLAGS = {
     "ephemeral": "embedded PostgreSQL in a temp dir, removed at exit",
     "bootstrap": "create a demo tenant, tokens and workflow and print commands",
     "log_json": "log one JSON object per line",
+    "reuse_port": "bind the ports with SO_REUSEPORT (several processes on the same ports)",
 }
 
 
@@ -141,6 +146,8 @@ def from_sources(args: argparse.Namespace, environ: Mapping[str, str]) -> Settin
             values[name] = True
         elif env_name(name) in environ:
             values[name] = environ[env_name(name)].lower() in {"1", "true", "yes", "on"}
+    # prometheus_client reads this variable itself at import; the server only needs to know.
+    values["metrics_dir"] = environ.get("PROMETHEUS_MULTIPROC_DIR") or None
     settings = Settings(**values)
     validate(settings)
     return settings
@@ -165,6 +172,10 @@ def validate(settings: Settings) -> None:
     for name in ("max_payload_bytes", "max_streams_per_tenant", "subscriber_buffer"):
         if getattr(settings, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1")
+    if settings.workers < 1:
+        problems.append("--workers must be at least 1")
+    if settings.workers > 1 and settings.nats_mode == "core":
+        problems.append("--workers needs the JetStream bus (--nats-mode jetstream)")
     if settings.admin_token is not None and len(settings.admin_token) < 16:
         problems.append("--admin-token must be at least 16 characters")
     if problems:

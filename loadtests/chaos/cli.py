@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -110,6 +111,8 @@ async def run(args: argparse.Namespace) -> int:
             for i in range(len(endpoints.http_urls))
         ]
         stop_subs, stop_load = asyncio.Event(), asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # end early, but check and clean up
+            asyncio.get_running_loop().add_signal_handler(sig, stop_load.set)
         sub_tasks = [asyncio.create_task(s.run(stop_subs)) for s in subscribers]
         async with asyncio.timeout(30):
             await asyncio.gather(*(s.connected.wait() for s in subscribers))
@@ -142,6 +145,7 @@ async def run(args: argparse.Namespace) -> int:
         args.nats_nodes, "streams": args.streams, "producers_per_stream": args.producers,
         "rate_per_producer": args.rate, "planned_faults": len(faults),
         "applied_faults": len(applied), "missing_after_drain": left,
+        "failed_faults": injector.failed if injector is not None else [],
         "server_settings": None if args.target else SERVER_SETTINGS,
     }  # fmt: skip
     text = report.table(verdict)

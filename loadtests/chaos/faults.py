@@ -27,6 +27,7 @@ class FaultInjector:
         self.cluster, self.record = cluster, record
         self._stream_name = stream_name
         self.applied: list[dict[str, Any]] = []
+        self.failed: list[dict[str, Any]] = []
 
     async def run(self, faults: list[Fault], stop: asyncio.Event) -> None:
         for fault in faults:
@@ -38,7 +39,11 @@ class FaultInjector:
                         await stop.wait()
             if stop.is_set():
                 return
-            await self._apply(fault)
+            try:
+                await self._apply(fault)
+            except Exception as error:  # keep going: the report shows the fault that failed
+                log.exception("fault %s on %d failed", fault.kind, fault.target)
+                self.failed.append({**fault.to_dict(), "error": repr(error)})
 
     async def _apply(self, fault: Fault) -> None:
         entry: dict[str, Any] = {"kind": fault.kind, "target": fault.target}

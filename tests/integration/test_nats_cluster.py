@@ -5,13 +5,17 @@ reference servers on it that keep every stored event when a node dies."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import uuid
+from pathlib import Path
 
 import grpc
 import nats
 import pytest
 from nats.js import api
 
+from conformance.embedded import EMBEDDED_SETTINGS, target_entry, write_target_file
 from harness.cluster import ReferenceCluster
 from harness.nats_cluster import NatsCluster, jetstream_answers
 from harness.services import wait_until
@@ -19,6 +23,7 @@ from harness.sse_client import SSEStream
 from harness.world import TenantWorld
 
 pytestmark = pytest.mark.integration
+MULTI_INSTANCE = "bus/5.1/1,bus/5.2/1,bus/5.2/2,bus/5.3/1"
 
 
 async def test_nodes_are_killed_restarted_paused_and_resumed() -> None:
@@ -100,3 +105,22 @@ async def _resume(world: TenantWorld, wf: str, base: str, last_id: str | None) -
                 return stream
             await stream.close()
             await asyncio.sleep(0.2)
+
+
+async def test_multi_instance_conformance_on_the_three_node_cluster(tmp_path: Path) -> None:
+    """The suite's cross-instance requirements hold for servers on three NATS nodes."""
+    settings = {**EMBEDDED_SETTINGS, "nats_heartbeat": 1}
+    async with ReferenceCluster(instances=2, nats_nodes=3, settings=settings) as cluster:
+        target = tmp_path / "target.toml"
+        write_target_file(target, [target_entry(cluster, "three-nodes", "admin-api")])
+        done = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "conformance", "--target", str(target), "-n", "0",
+            "--id", MULTI_INSTANCE, "--report", str(tmp_path / "report"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output = (await done.communicate())[0].decode(errors="replace")
+    results = json.loads((tmp_path / "report" / "index.json").read_text())["three-nodes"]
+    assert done.returncode == 0, output[-3000:]
+    assert {rid: r["verdict"] for rid, r in results.items()} == dict.fromkeys(
+        MULTI_INSTANCE.split(","), "PASS"
+    )
