@@ -74,7 +74,7 @@ class Facts:
     @property
     def revocation_grace(self) -> float:
         """How long a revocation may take to reach the server: none through the server; up to
-        the 5 s DESIGN gives open streams when the provisioner writes the store directly."""
+        the 5 s SPEC.md §4.3 gives open streams when the provisioner writes the store directly."""
         return 0.0 if self.provisioner_notifies_server else 5.0
 
     def require_profile(self, profile: str) -> None:
