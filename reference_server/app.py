@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from taskstream_proto import task_streaming_pb2, task_streaming_pb2_grpc
+from taskstream_proto import task_streaming_pb2
 
 from . import http_admin, http_meta, http_streams
 from .auth import ADMIN_PREFIX, Authenticator
@@ -25,11 +25,11 @@ from .bus_memory import InMemoryBus
 from .context import CONTEXT, ServerContext
 from .directory import Directory
 from .errors import Unavailable
-from .grpc_service import TaskExecutionService
+from .grpc_service import TaskExecutionService, add_to_server
 from .http_problems import add_request_id, problem_middleware
 from .metrics import Metrics
 from .pg_embedded import EmbeddedPostgres
-from .settings import Settings
+from .settings import Settings, admin_token_weakness
 from .store import Store
 from .streams import StreamRegistry
 
@@ -73,6 +73,9 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         if settings.admin_token is None:
             settings = settings.with_changes(admin_token=ADMIN_PREFIX + secrets.token_urlsafe(32))
+        weakness = admin_token_weakness(settings.admin_token or "")
+        if weakness:
+            raise ValueError(f"admin_token {weakness}")
         self.settings = settings
         self.http_url = ""
         self.grpc_address = ""
@@ -151,9 +154,7 @@ class Server:
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
         )
-        task_streaming_pb2_grpc.add_TaskExecutionServicer_to_server(
-            TaskExecutionService(ctx), server
-        )
+        add_to_server(TaskExecutionService(ctx), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -17,6 +18,9 @@ PREFIXES = {"worker": "fwt_", "user": "fut_", "stream": "fst_"}
 ADMIN_PREFIX = "fat_"
 STREAM_TOKEN_MAX_TTL = 900
 STREAM_TOKEN_DEFAULT_TTL = 300
+# RFC 6750 §2.1 b64token. Anything else (spaces, non-ASCII, bytes that are not UTF-8 and reach us
+# as surrogates) is malformed: refused as 401 before it is hashed.
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def generate_token(kind: str) -> str:
@@ -39,9 +43,14 @@ def bearer_token(header: str | None) -> str | None:
         return None
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
+    if scheme.lower() != "bearer" or not _TOKEN68.fullmatch(token):
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
     return token
+
+
+def well_formed(token: str) -> bool:
+    """Whether `token` has the syntax of a bearer token (for tokens taken from a URL)."""
+    return _TOKEN68.fullmatch(token) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,14 @@ from .bus import DescendantCreated, End, TokenRevoked
 from .context import CONTEXT, ServerContext
 from .errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from .events import task_key, workflow_key
-from .http_streams import parse_uuid
+from .ids import parse_uuid
 from .store import TERMINAL_STATUSES, Execution, Tenant
 
-_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Patterns are applied with fullmatch: `$` would let a trailing newline through.
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600  # tokens that should never expire: omit ttlSeconds
-_KIND = re.compile(r"^[\w.:/-]{1,200}$")
+_KIND = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
+MAX_JSON_DEPTH = 8  # management bodies are flat objects
 
 
 async def _principal(request: web.Request) -> Principal:
@@ -52,14 +54,33 @@ async def _body(request: web.Request) -> dict[str, Any]:
         body = await request.json(loads=json.loads)
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("the body must be a JSON object") from None
+    except RecursionError:
+        raise InvalidArgument(f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise InvalidArgument("the body must be a JSON object")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise InvalidArgument(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+def _depth(value: object) -> int:
+    """Nesting depth, iteratively: a body that parsed can still be too deep to recurse over."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend(
+                    (child, level + 1)
+                    for child in (item.values() if isinstance(item, dict) else item)
+                )
+    return deepest
 
 
 def _string(body: dict[str, Any], name: str, pattern: re.Pattern[str] | None = None) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not value or (pattern and not pattern.match(value)):
+    if not isinstance(value, str) or not value or (pattern and not pattern.fullmatch(value)):
         raise InvalidArgument(f"{name} is required and must be a valid string")
     return value
 
@@ -95,7 +116,7 @@ def _execution_json(execution: Execution, slug: str, parent_name: str) -> dict[s
 async def create_tenant(request: web.Request) -> web.Response:
     await _admin(request)
     slug = _string(await _body(request), "slug")
-    if not _SLUG.match(slug):
+    if not _SLUG.fullmatch(slug):
         raise InvalidArgument("slug: lower-case letters, digits and '-', at most 63 characters")
     tenant = await request.app[CONTEXT].store.create_tenant(slug)
     return web.json_response({"id": str(tenant.id), "slug": tenant.slug}, status=201)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .auth import Principal, bearer_token
+from .auth import PREFIXES, Principal, bearer_token, well_formed
 from .bus import End, SubscriberEvicted, SubscriptionClosed
 from .context import CONTEXT, ServerContext
 from .errors import (
@@ -26,11 +26,13 @@ from .errors import (
 )
 from .events import task_key, workflow_key
 from .http_problems import HTTP_STATUS, request_id
+from .ids import parse_uuid
 from .sse import encode_comment, encode_event
 from .sse_writer import StreamWriter, end_event
 from .streams import OpenStream, StreamStopped
 
 log = logging.getLogger(__name__)
+STREAM_PREFIX = PREFIXES["stream"]
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -88,35 +90,34 @@ async def _serve_checked(request: web.Request, ctx: ServerContext, kind: str) ->
 
 
 async def _authenticate(request: web.Request, ctx: ServerContext) -> Principal:
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is None:
-        token = request.query.get("access_token")
-        if token is not None and not token.startswith("fst_"):
-            # Long-lived tokens in URLs end up in logs (RFC 9700); only stream tokens may.
+    """The header's bearer token, or a stream token from `access_token`.
+
+    Long-lived tokens in URLs end up in logs (RFC 9700), so a URL token that is not a stream
+    token is refused whatever else the request carries, and a request may carry one credential
+    only (RFC 6750 §2): a valid header does not excuse a user token in the URL."""
+    header = bearer_token(request.headers.get("Authorization"))
+    in_url = request.query.getall("access_token", [])
+    if in_url:
+        if len(in_url) > 1 or not in_url[0].startswith(STREAM_PREFIX):
             raise Unauthenticated("only short-lived stream tokens are accepted in the URL")
-        if token is None:
-            raise Unauthenticated("a bearer token is required")
-        principal = await ctx.auth.authenticate(token)
+        if header is not None:
+            raise Unauthenticated("send one credential: the header or access_token, not both")
+        if not well_formed(in_url[0]):
+            raise Unauthenticated("the access_token parameter is not a well-formed token")
+        principal = await ctx.auth.authenticate(in_url[0])
         if principal.kind != "stream":
             raise Unauthenticated("only short-lived stream tokens are accepted in the URL")
         return principal
-    return await ctx.auth.authenticate(token)
-
-
-def parse_uuid(raw: str, name: str) -> uuid.UUID:
-    try:
-        value = uuid.UUID(raw)
-    except ValueError:
-        raise InvalidArgument(f"{name} must be a UUID") from None
-    if len(raw) not in (32, 36):
-        raise InvalidArgument(f"{name} must be a UUID")
-    return value
+    if header is None:
+        raise Unauthenticated("a bearer token is required")
+    return await ctx.auth.authenticate(header)
 
 
 def _check_token(principal: Principal, tenant_slug: str, kind: str, target_id: uuid.UUID) -> None:
-    """The contract's "token's tenant" step: kind, tenant and stream-token scope."""
+    """The contract's "token's tenant" step: kind, tenant and stream-token scope. The admin
+    token is a management credential: it provisions tenants but reads no tenant's events."""
     if principal.is_admin:
-        return
+        raise PermissionDenied("the admin token is a management credential; it opens no streams")
     if principal.kind not in ("user", "stream"):
         raise PermissionDenied(f"a {principal.kind} token cannot open streams")
     if principal.tenant_slug != tenant_slug:
@@ -131,11 +132,7 @@ async def _plan(
     ctx: ServerContext, principal: Principal, tenant_slug: str, kind: str, target_id: uuid.UUID
 ) -> _Plan:
     tenant_id = principal.tenant_id
-    if tenant_id is None:  # admin: the path's tenant
-        tenant = await ctx.store.tenant_by_slug(tenant_slug)
-        if tenant is None:
-            raise NotFound(f"no tenant {tenant_slug!r}")
-        tenant_id = tenant.id
+    assert tenant_id is not None  # user and stream tokens belong to a tenant
     if kind == "task":
         task = await ctx.directory.task(target_id)
         if task is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import sys
@@ -17,11 +18,12 @@ from harness.sse_client import SSEStream
 from harness.world import TenantWorld
 
 pytestmark = pytest.mark.integration
+ADMIN = "fat_" + secrets.token_urlsafe(32)
 
 
 def _env(pg_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
-    env.update(TASKSTREAM_DATABASE_URL=pg_url, TASKSTREAM_ADMIN_TOKEN="fat_" + "x" * 32, **extra)
+    env.update(TASKSTREAM_DATABASE_URL=pg_url, TASKSTREAM_ADMIN_TOKEN=ADMIN, **extra)
     return env
 
 
