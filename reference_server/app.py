@@ -26,6 +26,7 @@ from .context import CONTEXT, ServerContext
 from .directory import Directory
 from .errors import Unavailable
 from .grpc_service import TaskExecutionService, add_to_server
+from .http_guard import ConnectionGuard, GuardedRunner
 from .http_problems import add_request_id, problem_middleware
 from .metrics import Metrics
 from .pg_embedded import EmbeddedPostgres
@@ -81,7 +82,7 @@ class Server:
         self.grpc_address = ""
         self.ctx: ServerContext | None = None
         self._pg: EmbeddedPostgres | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: GuardedRunner | None = None
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._exit = contextlib.AsyncExitStack()
@@ -137,8 +138,9 @@ class Server:
         self.ctx = ctx
         bus.on_notice(self._on_notice)
         await self._start_grpc(ctx)
-        self._runner = web.AppRunner(
-            create_app(ctx), handler_cancellation=True, shutdown_timeout=s.shutdown_grace,
+        guard = ConnectionGuard(s.request_head_timeout, s.max_unauthenticated_connections, metrics)
+        self._runner = GuardedRunner(
+            create_app(ctx), guard, handler_cancellation=True, shutdown_timeout=s.shutdown_grace,
             access_log=None,
         )  # fmt: skip
         await self._runner.setup()

@@ -25,6 +25,7 @@ from .errors import (
     Unavailable,
 )
 from .events import task_key, workflow_key
+from .http_guard import mark_authenticated
 from .http_problems import HTTP_STATUS, request_id
 from .ids import parse_uuid
 from .sse import encode_comment, encode_event
@@ -90,6 +91,12 @@ async def _serve_checked(request: web.Request, ctx: ServerContext, kind: str) ->
 
 
 async def _authenticate(request: web.Request, ctx: ServerContext) -> Principal:
+    principal = await _credentials(request, ctx)
+    mark_authenticated(request)
+    return principal
+
+
+async def _credentials(request: web.Request, ctx: ServerContext) -> Principal:
     """The header's bearer token, or a stream token from `access_token`.
 
     Long-lived tokens in URLs end up in logs (RFC 9700), so a URL token that is not a stream
@@ -184,7 +191,9 @@ async def _stream(
     except BusError as error:
         log.warning("subscribe failed", extra={"reason": str(error)})
         raise Unavailable("the event bus is unavailable; retry shortly") from error
-    stream = OpenStream(plan.tenant_id, principal.token_id, sub, plan.tree)
+    stream = OpenStream(
+        plan.tenant_id, principal.token_id, sub, plan.tree, issued_by=principal.issued_by
+    )
     ctx.streams.add(stream)
     gauge = ctx.metrics.subscribers_active.labels(plan.kind)
     gauge.inc()
