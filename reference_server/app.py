@@ -43,11 +43,14 @@ def create_app(ctx: ServerContext) -> web.Application:
     app[CONTEXT] = ctx
     app.on_response_prepare.append(add_request_id)
     base = "/api/tenants/{tenant}/stream"
-    app.router.add_get(f"{base}/workflows/{{id}}", http_streams.stream_workflow, allow_head=False)
+    # `{id:[^/]+}`: any spelling reaches the handler, which answers 400 for all but the
+    # canonical one (aiohttp's default `{id}` would not route braces: a 404 instead).
+    ident = "{id:[^/]+}"
+    app.router.add_get(f"{base}/workflows/{ident}", http_streams.stream_workflow, allow_head=False)
     app.router.add_get(
-        f"{base}/workflows/{{id}}/consolidated", http_streams.stream_consolidated, allow_head=False
+        f"{base}/workflows/{ident}/consolidated", http_streams.stream_consolidated, allow_head=False
     )
-    app.router.add_get(f"{base}/tasks/{{id}}", http_streams.stream_task, allow_head=False)
+    app.router.add_get(f"{base}/tasks/{ident}", http_streams.stream_task, allow_head=False)
     http_admin.add_routes(app)
     http_meta.add_routes(app)
     return app

@@ -3,12 +3,17 @@ and reference servers started in-process on free ports with short timings."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from harness.cluster import ServerProcess
 from harness.services import Service, ServiceUnavailable, postgres_service
 from harness.world import TenantWorld
 from reference_server.app import Server
@@ -119,3 +124,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 if ATTACK_TABLE in title and report.when == "teardown":
                     terminalreporter.write_sep("=", ATTACK_TABLE)
                     terminalreporter.write(text)
+
+
+@contextlib.contextmanager
+def server_process(
+    name: str, database_url: str, log_dir: Path, admin_token: str, **settings: str
+) -> Iterator[ServerProcess]:
+    """A reference server as its own process (RSS and logs of its own), `TASKSTREAM_*` settings
+    from keyword arguments; for module-scoped fixtures of synchronous tests' async bodies."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
+    env.update({f"TASKSTREAM_{k.upper()}": v for k, v in settings.items()})
+    env.update(TASKSTREAM_DATABASE_URL=database_url, TASKSTREAM_ADMIN_TOKEN=admin_token)
+    process = ServerProcess(name, env, log_dir)
+    asyncio.run(process.start())
+    try:
+        yield process
+    finally:
+        asyncio.run(process.stop())
