@@ -39,7 +39,7 @@ class OpenStream:
         return tuple(t for t in (self.token_id, self.issued_by) if t is not None)
 
     def stop(self, error: StreamStopped) -> None:
-        self.subscription._fail(error)
+        self.subscription.fail(error)
 
 
 class StreamRegistry:
