@@ -30,7 +30,7 @@ def _env(pg_url: str, **extra: str) -> dict[str, str]:
 async def test_sigterm_ends_open_streams_and_exits_zero(pg_url: str, tmp_path: Path) -> None:
     process = ServerProcess("sigterm", _env(pg_url), tmp_path)
     await process.start()
-    world = await TenantWorld.create(process.http_url, process.grpc_address, "fat_" + "x" * 32)
+    world = await TenantWorld.create(process.http_url, process.grpc_address, ADMIN)
     wf = await world.workflow()
     streams = [await world.subscribe(wf) for _ in range(3)]
     loop = asyncio.get_running_loop()
