@@ -203,7 +203,9 @@ async def _slowloris(process: ServerProcess, t: AttackTable) -> None:
         "idle socket": ([], 0.2),
         "half-sent request line": ([b"GET /health/li"], 0.2),
         "one header byte every 0.2 s": ([b"GET /health/live HTTP/1.1\r\n", *[b"X"] * 60], 0.2),
-    }
+        "half a second request": ([b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n",
+                                   b"GET /health/li"], 0.2),
+    }  # fmt: skip
     for name, (drip, every) in drips.items():
         took = await seconds_until_closed(process, drip, every)
         t.row(f"slowloris: {name}", f"closed within {bound:.1f} s", f"closed after {took:.1f} s",
@@ -234,6 +236,11 @@ async def _slowloris(process: ServerProcess, t: AttackTable) -> None:
 async def _limits(world: TenantWorld, t: AttackTable) -> None:
     wf = await world.workflow()
     url = world.workflow_url(wf)
+    async with SSEStream.open(url, token=world.user.token) as quiet, world.publisher() as pub:
+        await asyncio.sleep(2 * HEAD_TIMEOUT)  # the time that passes is what is tested
+        await pub.token("still here", workflow_id=wf)
+        alive = (await quiet.next_event(timeout=5)).data == "still here"
+    t.row("(control) a quiet stream past the head timeout", "stays open", alive, alive)
     streams = [await SSEStream.open(url, token=world.user.token) for _ in range(4)]
     try:
         status = (await sse_answer(url, token=world.user.token)).status
