@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -140,20 +139,20 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         )
         if request.workflow_execution_id:
             workflow_id = parse_uuid(request.workflow_execution_id, "workflow_execution_id")
-            owner = await ctx.directory.workflow(workflow_id)
-            if owner is None:
-                raise NotFound(f"workflow execution {workflow_id} not found")
-            if owner.tenant_id != principal.tenant_id:
-                raise PermissionDenied("the workflow belongs to another tenant")
-            if task_id is not None:
-                await _check_task_label(ctx, task_id, workflow_id)
+            owner, noun = await ctx.directory.workflow(workflow_id), "workflow"
+            what = f"workflow execution {workflow_id}"
         else:
             assert task_id is not None  # both empty was refused above
-            owner = await ctx.directory.task(task_id)
-            if owner is None:
-                raise NotFound(f"task execution {task_id} not found")
-            if owner.tenant_id != principal.tenant_id:
-                raise PermissionDenied("the task belongs to another tenant")
+            workflow_id = None
+            owner, noun = await ctx.directory.task(task_id), "task"
+            what = f"task execution {task_id}"
+        if owner is None:
+            raise NotFound(f"{what} not found")
+        publish = ctx.policies.publish
+        publish.check_owner(principal, owner.tenant_id, noun)
+        if workflow_id is not None and task_id is not None:
+            # Misses are cached (`task_label`): the hot path stays free of queries.
+            publish.check_task_label(await ctx.directory.task_label(task_id), workflow_id)
         return TaskStreamEvent(
             task_execution_id=request.task_execution_id,
             workflow_execution_id=request.workflow_execution_id,
@@ -163,16 +162,6 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
             timestamp_ms=request.timestamp_ms,
             published_at_ms=int(time.time() * 1000),
         )
-
-
-async def _check_task_label(ctx: ServerContext, task_id: uuid.UUID, workflow_id: uuid.UUID) -> None:
-    """A task id on a workflow's event that names a task of this server must name one of that
-    workflow's tasks: a worker cannot label its events with another workflow's (or tenant's)
-    task. Ids of no task are labels the server does not interpret (workers need not register
-    tasks); `Directory.task_label` caches those misses, so the hot path stays query-free."""
-    task = await ctx.directory.task_label(task_id)
-    if task is not None and task.workflow_id != workflow_id:
-        raise PermissionDenied("the task belongs to another workflow")
 
 
 __all__ = ["GRPC_STATUS", "TaskExecutionService", "Unauthenticated"]
