@@ -174,10 +174,15 @@ class StalledSubscriber:
                 ended, how = True, "end of body"
                 break
             self._body.extend(chunk)
+            # HTTP/1.1 may end the response with its terminating chunk and keep the connection
+            # for another request: that is an end too, not a stream still open.
+            if self._chunked and dechunk(bytes(self._body))[1]:
+                ended, how = True, "end of body (terminating chunk, connection kept)"
+                break
         return Drained(self._count_events(), ended, how)
 
     def _count_events(self) -> int:
-        body = _dechunk(bytes(self._body)) if self._chunked else bytes(self._body)
+        body = dechunk(bytes(self._body))[0] if self._chunked else bytes(self._body)
         events = SSEParser().feed(body)
         return sum(1 for e in events if e.event in ("token", "progress", "data", "error"))
 
@@ -186,8 +191,9 @@ class StalledSubscriber:
             self._sock.close()
 
 
-def _dechunk(body: bytes) -> bytes:
-    """The payload of a chunked body, up to its first incomplete chunk."""
+def dechunk(body: bytes) -> tuple[bytes, bool]:
+    """(payload, complete) of a chunked body read so far: the payload up to its first
+    incomplete chunk, and whether the terminating (zero-size) chunk has arrived."""
     out = bytearray()
     pos = 0
     while True:
@@ -199,13 +205,14 @@ def _dechunk(body: bytes) -> bytes:
         except ValueError:
             break
         if size == 0:
-            break
+            return bytes(out), True
         start = end + 2
-        out.extend(body[start : start + size])
         if start + size + 2 > len(body):
+            out.extend(body[start : start + size])
             break
+        out.extend(body[start : start + size])
         pos = start + size + 2
-    return bytes(out)
+    return bytes(out), False
 
 
 def describe(value: Any) -> str:
