@@ -7,22 +7,24 @@ wire. Each patch wraps the reference behaviour and breaks exactly one rule of SP
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from reference_server import http_streams, settings, sse_writer
 from reference_server.auth import ADMIN, Authenticator, Principal
-from reference_server.bus import DescendantCreated, End, Notice
+from reference_server.bus import Delivery, DescendantCreated, End, Notice, Subscription
 from reference_server.bus_memory import InMemoryBus
 from reference_server.context import ServerContext
 from reference_server.errors import PermissionDenied, Unauthenticated
 from reference_server.events import StreamEventType, TaskStreamEvent
 from reference_server.grpc_service import TaskExecutionService
+from reference_server.sse_writer import StreamWriter
 from reference_server.store import Store
 from reference_server.streams import StreamRegistry
 
@@ -186,6 +188,114 @@ def no_eviction() -> None:
     _settings_override(subscriber_buffer=10**9)
 
 
+# -- defects of issue 15: each a realistic, subtle bug that only shows in some situations. They
+# wrap public methods (the subscription's producer/consumer sides, the bus's subscribe, the SSE
+# writer), so each reads as the bug it plants.
+
+
+def replay_race() -> None:
+    """Live events that arrive while a resumed stream's replay is being written are lost (the
+    replay is written first, event by event, and the live feed only joined afterwards)."""
+    start_with, offer = Subscription.start_with, Subscription.offer
+
+    def replaying_start(self: Subscription, replay: list[Delivery]) -> None:
+        start_with(self, replay)
+        if replay:
+            self.replaying = True  # type: ignore[attr-defined]
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.2 + 0.01 * len(replay), setattr, self, "replaying", False)
+
+    def lossy_offer(self: Subscription, delivery: Delivery) -> None:
+        if getattr(self, "replaying", False):
+            self.last_cursor = max(self.last_cursor, delivery.cursor)
+            return
+        offer(self, delivery)
+
+    Subscription.start_with = replaying_start  # type: ignore[method-assign]
+    Subscription.offer = lossy_offer  # type: ignore[method-assign]
+
+
+def burst_reorder() -> None:
+    """A batch of several deliveries (queued while the writer was busy) is written newest first."""
+    next_batch = Subscription.next_batch
+
+    async def lifo(self: Subscription) -> list[Delivery]:
+        batch = await next_batch(self)
+        return batch[::-1] if len(batch) > 1 else batch
+
+    Subscription.next_batch = lifo  # type: ignore[method-assign]
+
+
+def deep_batch_drops_last() -> None:
+    """Off by one when a batch is split for writing: its last delivery is never written."""
+    next_batch = Subscription.next_batch
+
+    async def short(self: Subscription) -> list[Delivery]:
+        batch = await next_batch(self)
+        return batch[:-1] if len(batch) > 1 else batch
+
+    Subscription.next_batch = short  # type: ignore[method-assign]
+
+
+def expired_cursor_without_gap() -> None:
+    """A cursor older than what is retained is replayed from what is left, without `gap`."""
+    from reference_server.bus_jetstream import JetStreamBus
+
+    def quiet(subscribe: Any) -> Any:
+        async def wrapped(
+            self: Any, keys: Sequence[str], *, after: int | None = None, from_start: bool = False
+        ) -> Subscription:
+            sub: Subscription = await subscribe(self, keys, after=after, from_start=from_start)
+            first = sub.replay[0].cursor if sub.replay else None
+            if sub.gap and after is not None and after >= 0 and first is not None and after < first:
+                sub.gap = False
+            return sub
+
+        return wrapped
+
+    InMemoryBus.subscribe = quiet(InMemoryBus.subscribe)  # type: ignore[method-assign]
+    JetStreamBus.subscribe = quiet(JetStreamBus.subscribe)  # type: ignore[method-assign]
+
+
+def end_without_close() -> None:
+    """`end` is written, but the response is only ended 3 s later (as at a short idle timeout)."""
+    write = StreamWriter.write
+
+    async def lingering(self: StreamWriter, batch: list[Delivery]) -> bool:
+        ended = await write(self, batch)
+        if ended:
+            await asyncio.sleep(3.0)
+        return ended
+
+    StreamWriter.write = lingering  # type: ignore[method-assign]
+
+
+def duplicate_at_seam() -> None:
+    """The last replayed event is sent again where the live feed takes over."""
+    start_with = Subscription.start_with
+
+    def seam(self: Subscription, replay: list[Delivery]) -> None:
+        start_with(self, replay + replay[-1:])
+
+    Subscription.start_with = seam  # type: ignore[method-assign]
+
+
+def error_events_without_id() -> None:
+    """`error` events are written without their `id` line (so they cannot be resumed after)."""
+    encode = sse_writer.encode_delivery
+
+    def without_id(delivery: Delivery, consolidated: bool) -> bytes:
+        data = encode(delivery, consolidated)
+        item = delivery.item
+        if isinstance(item, TaskStreamEvent) and item.event_type is StreamEventType.ERROR:
+            data = b"".join(
+                line for line in data.splitlines(keepends=True) if not line.startswith(b"id:")
+            )
+        return data
+
+    sse_writer.encode_delivery = without_id  # type: ignore[assignment]
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "tenant-check-skipped": tenant_check_skipped,
     "any-token-accepted": any_token_accepted,
@@ -200,6 +310,13 @@ PATCHES: dict[str, Callable[[], None]] = {
     "stream-token-unscoped": stream_token_unscoped,
     "no-end-event": no_end_event,
     "no-eviction": no_eviction,
+    "replay-race": replay_race,
+    "burst-reorder": burst_reorder,
+    "deep-batch-drops-last": deep_batch_drops_last,
+    "expired-cursor-without-gap": expired_cursor_without_gap,
+    "end-without-close": end_without_close,
+    "duplicate-at-seam": duplicate_at_seam,
+    "error-events-without-id": error_events_without_id,
 }
 
 

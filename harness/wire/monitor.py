@@ -45,7 +45,6 @@ class _Stream:
     events: int = 0
     end_at: float | None = None  # when `end` arrived (seconds since the exchange started)
     last_at: float = 0.0  # the last frame, of any kind
-    longest_silence: float = 0.0
 
 
 class Monitor:
@@ -79,7 +78,7 @@ class Monitor:
         if entry is None:
             return
         state = entry[1]
-        self._silence(state, frame.at)
+        self._silence(exchange, state, frame.at)
         if frame.kind != "event":
             return
         if state.end_at is not None:
@@ -112,8 +111,7 @@ class Monitor:
         if entry is None or exchange.status != 200 or exchange.ended_at is None:
             return
         state = entry[1]
-        if exchange.label != "stalled reader":
-            self._silence(state, exchange.ended_at)
+        self._silence(exchange, state, exchange.ended_at)
         if state.end_at is not None:
             late = exchange.ended_at - state.end_at > CLOSE_AFTER_END
             if late:
@@ -130,19 +128,18 @@ class Monitor:
         """The violations so far; streams still open are checked up to now."""
         return list(self.violations)
 
-    def _silence(self, state: _Stream, at: float) -> None:
+    def _silence(self, exchange: Exchange, state: _Stream, at: float) -> None:
         gap = at - state.last_at
         state.last_at = max(state.last_at, at)
         limit = self.max_silence
-        if limit is not None and gap > limit and state.end_at is None:
-            state.longest_silence = max(state.longest_silence, gap)
-            exchange = next((ex for ex, s in self._streams.values() if s is state), None)
-            if exchange is not None and exchange.label != "stalled reader":
-                self._violate(
-                    "sse/4.7/1", exchange, "silence on an open stream",
-                    f"a keep-alive or event at least every {limit:.2f} s",
-                    f"{gap:.2f} s without either, {state.events} events into the stream",
-                )  # fmt: skip
+        if limit is None or gap <= limit or state.end_at is not None:
+            return
+        if exchange.label != "stalled reader":  # it reads late on purpose
+            self._violate(
+                "sse/4.7/1", exchange, "silence on an open stream",
+                f"a keep-alive or event at least every {limit:.2f} s",
+                f"{gap:.2f} s without either, {state.events} events into the stream",
+            )  # fmt: skip
 
     def _error_response(self, exchange: Exchange) -> None:
         headers = {k.lower(): v for k, v in exchange.response_headers}
