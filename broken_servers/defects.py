@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from reference_server.events import StreamEventType, TaskStreamEvent
 from reference_server.grpc_service import TaskExecutionService
 from reference_server.sse_writer import StreamWriter
 from reference_server.store import Store
-from reference_server.streams import StreamRegistry
+from reference_server.streams import OpenStream, StreamRegistry, StreamStopped
 
 
 def _settings_override(**changes: Any) -> None:
@@ -216,25 +217,55 @@ def replay_race() -> None:
 
 
 def burst_reorder() -> None:
-    """A batch of several deliveries (queued while the writer was busy) is written newest first."""
-    next_batch = Subscription.next_batch
+    """A publish is acknowledged before it reaches the bus, which gets it a moment later from a
+    task of its own: a producer's burst can overtake itself."""
+    from reference_server.bus_jetstream import JetStreamBus
 
-    async def lifo(self: Subscription) -> list[Delivery]:
-        batch = await next_batch(self)
-        return batch[::-1] if len(batch) > 1 else batch
+    pending: set[asyncio.Task[None]] = set()
+    jitter = random.Random(15)
 
-    Subscription.next_batch = lifo  # type: ignore[method-assign]
+    def deferred(publish: Any) -> Any:
+        async def wrapped(self: Any, event: TaskStreamEvent) -> None:
+            async def later() -> None:
+                await asyncio.sleep(jitter.random() * 0.02)
+                await publish(self, event)
+
+            task = asyncio.get_running_loop().create_task(later())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        return wrapped
+
+    InMemoryBus.publish = deferred(InMemoryBus.publish)  # type: ignore[method-assign]
+    JetStreamBus.publish = deferred(JetStreamBus.publish)  # type: ignore[method-assign]
 
 
-def deep_batch_drops_last() -> None:
-    """Off by one when a batch is split for writing: its last delivery is never written."""
-    next_batch = Subscription.next_batch
+def revocation_ends_tenant() -> None:
+    """Revoking one token ends every open stream of its tenant, not only that token's."""
+    add, remove, revoke = StreamRegistry.add, StreamRegistry.remove, StreamRegistry.revoke
+    tenants: dict[uuid.UUID, set[OpenStream]] = {}
 
-    async def short(self: Subscription) -> list[Delivery]:
-        batch = await next_batch(self)
-        return batch[:-1] if len(batch) > 1 else batch
+    def tracked_add(self: StreamRegistry, stream: OpenStream) -> None:
+        add(self, stream)
+        tenants.setdefault(stream.tenant_id, set()).add(stream)
 
-    Subscription.next_batch = short  # type: ignore[method-assign]
+    def tracked_remove(self: StreamRegistry, stream: OpenStream) -> None:
+        remove(self, stream)
+        tenants.get(stream.tenant_id, set()).discard(stream)
+
+    def revoke_tenant(self: StreamRegistry, token_id: uuid.UUID) -> int:
+        hit = {
+            s.tenant_id for streams in tenants.values() for s in streams if s.token_id == token_id
+        }
+        count = revoke(self, token_id)
+        for tenant in hit:
+            for stream in list(tenants.get(tenant, ())):
+                stream.stop(StreamStopped("token revoked", "auth-expired"))
+        return count
+
+    StreamRegistry.add = tracked_add  # type: ignore[method-assign]
+    StreamRegistry.remove = tracked_remove  # type: ignore[method-assign]
+    StreamRegistry.revoke = revoke_tenant  # type: ignore[method-assign]
 
 
 def expired_cursor_without_gap() -> None:
@@ -312,7 +343,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "no-eviction": no_eviction,
     "replay-race": replay_race,
     "burst-reorder": burst_reorder,
-    "deep-batch-drops-last": deep_batch_drops_last,
+    "revocation-ends-tenant": revocation_ends_tenant,
     "expired-cursor-without-gap": expired_cursor_without_gap,
     "end-without-close": end_without_close,
     "duplicate-at-seam": duplicate_at_seam,

@@ -44,6 +44,7 @@ from .model import (
 T = TypeVar("T")
 DATA_EVENTS = frozenset({"token", "progress", "data", "error"})
 MAX_OPEN = 4  # well under any per-tenant stream limit the cases accept
+LARGE = 2048  # bytes of a large event
 SETTLE = 5.0  # seconds an event may take to reach a stream (as the revocation bound)
 PROMPT_CLOSE = 1.0  # SPEC sse/4.11/5
 RETENTION_MARGIN = 1.0
@@ -146,15 +147,19 @@ class Explorer(RuleBasedStateMachine):
     def _scope(self, root: str, consolidated: bool) -> set[str]:
         return tree(self.workflows, root) if consolidated else {root}
 
-    def _publish_many(self, payloads: list[list[str]], wf: str, instance: int) -> None:
-        """Each inner list is one producer, awaiting each acknowledgement before its next."""
+    def _publish_many(
+        self, payloads: list[list[str]], wf: str, instance: int, *, pad: int = 0
+    ) -> None:
+        """Each inner list is one producer, awaiting each acknowledgement before its next.
+        `pad` bytes after a space make an event larger; the model knows it by its first word."""
         pub = self._publisher(instance)
+        padding = " " + "." * pad if pad else ""
 
         async def produce(batch: list[str]) -> None:
             task = str(uuid.uuid4())
             for payload in batch:
                 record = self.sent[payload] = Sent(payload, wf, instance, time.monotonic())
-                await pub.token(payload, workflow_id=wf, task_id=task)
+                await pub.token(payload + padding, workflow_id=wf, task_id=task)
                 record.acked_at = time.monotonic()
 
         async def all_of() -> None:
@@ -202,11 +207,14 @@ class Explorer(RuleBasedStateMachine):
         producers=st.integers(2, 4),
         depth=st.integers(4, 12),
         instance=st.integers(0, 2),
+        large=st.booleans(),
     )
-    def burst(self, wf: int, producers: int, depth: int, instance: int) -> None:
-        """Concurrent publishes, deeper together than the subscriber buffer when it is small."""
+    def burst(self, wf: int, producers: int, depth: int, instance: int, large: bool) -> None:
+        """Concurrent publishes, deeper together than the subscriber buffer when it is small;
+        `large` events (2 KiB) outgrow the socket's buffer, so the server queues some."""
         self._step(
-            f"state.burst(wf={wf}, producers={producers}, depth={depth}, instance={instance})"
+            f"state.burst(wf={wf}, producers={producers}, depth={depth}, instance={instance}, "
+            f"large={large})"
         )
         choices = self._open_workflows()
         target = choices[wf % len(choices)].id
@@ -215,7 +223,7 @@ class Explorer(RuleBasedStateMachine):
         if producers * depth > self.setup.subscriber_buffer // 2:
             for watch in self.watches:
                 watch.bursts += 1
-        self._publish_many(batches, target, instance % self.instances)
+        self._publish_many(batches, target, instance % self.instances, pad=LARGE if large else 0)
         self._settle(complete=False)
 
     @precondition(lambda self: self.watches)
@@ -229,8 +237,8 @@ class Explorer(RuleBasedStateMachine):
         # Always a cursor, so that which rules can run never depends on the server's timing
         # (Hypothesis replays a sequence and needs the same choices).
         data = [e for e in watch.events() if e.event in DATA_EVENTS]
-        last = self.sent.get(payload_of(data[-1])) if data and data[-1].id else None
-        seen = {payload_of(e) for e in data}
+        last = self.sent.get(_name(data[-1])) if data and data[-1].id else None
+        seen = {_name(e) for e in data}
         at = data[-1].received_at if data else 0.0
         cursor_id = data[-1].id if data and data[-1].id else ""
         self.cursors.append(Cursor(watch.root, watch.consolidated, last, cursor_id, at, seen))
@@ -512,7 +520,7 @@ class Explorer(RuleBasedStateMachine):
 
     def _received(self, watch: Watch) -> list[Received]:
         return [
-            Received(payload_of(e), e.id, e.received_at)
+            Received(_name(e), e.id, e.received_at)
             for e in watch.events()
             if e.event in DATA_EVENTS
         ]
@@ -547,8 +555,16 @@ class Explorer(RuleBasedStateMachine):
             after_gap(watch.expectation, self.sent.values(), watch.retained_since)
         ended = [c for c in controls if c != "gap"]
         if ended and not controls_allowed:
+            if "end" in ended:
+                rid = "sse/4.11/3" if watch.consolidated else "sse/4.11/1"
+                self._fail(Finding(rid, "end of an unfinished workflow's stream", "none", "end"))
             self._fail(
-                Finding("sse/4.11/3", "control event on an unfinished stream", "none", repr(ended))
+                Finding(
+                    "explore/9.1/1",
+                    "control event on a stream nothing ended (its token is valid)",
+                    "none",
+                    repr(ended),
+                )
             )
         scope = self._scope(watch.root, watch.consolidated)
         closed_early = watch.stream.closed and not controls_allowed
@@ -581,9 +597,14 @@ class Explorer(RuleBasedStateMachine):
             return
         self._fail(
             Finding(
-                "sse/4.8/2",
-                "stream ended by the server",
+                "explore/9.1/1",
+                "stream ended by the server without end, idleness, lag or revocation",
                 f"open until {idle:g} s without events",
                 f"ended {closed - last:.1f} s after its last event ({watch.stream.error!r})",
             )
         )
+
+
+def _name(event: SSEEvent) -> str:
+    """The published name of an event (its payload up to the padding of a large one)."""
+    return payload_of(event).split(" ", 1)[0]

@@ -84,7 +84,7 @@ DEFECTS: dict[str, Defect] = {
         ),
         Defect(
             "burst-reorder",
-            "a batch of several deliveries is written newest first",
+            "a publish is acknowledged before it reaches the bus: bursts overtake themselves",
             ("sse/4.6/8",),
         ),
         Defect(
@@ -104,9 +104,9 @@ DEFECTS: dict[str, Defect] = {
             ("explore/9.1/1", "sse/4.10/2"),
         ),
         Defect(
-            "deep-batch-drops-last",
-            "the last delivery of a batch of several is never written",
-            ("explore/9.1/1", "sse/4.6/8"),
+            "revocation-ends-tenant",
+            "revoking one token ends every open stream of its tenant",
+            ("explore/9.1/1",),
         ),
         Defect(
             "error-events-without-id",
