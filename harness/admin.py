@@ -1,4 +1,4 @@
-"""Async client of the management API (DESIGN §7): tenants, tokens, executions, stream tokens.
+"""Async client of the management API (openapi.yaml): tenants, tokens, executions, stream tokens.
 
 async with ManagementClient(http_url, admin_token) as api:
     tenant = await api.create_tenant()
@@ -7,6 +7,7 @@ async with ManagementClient(http_url, admin_token) as api:
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from types import TracebackType
@@ -14,6 +15,8 @@ from typing import Any, Self
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+
+from harness.wire.aio import request
 
 
 class ApiError(Exception):
@@ -80,18 +83,17 @@ class ManagementClient:
         token: str | None = None,
     ) -> Any:
         headers = {"Authorization": f"Bearer {token or self.token}"}
-        async with self.session.request(
-            method, self.http_url + path, json=body, headers=headers
-        ) as response:
-            text = await response.text()
-            if response.status >= 300:
-                problem = None
-                if response.content_type in ("application/problem+json", "application/json"):
-                    problem = await response.json(content_type=None)
-                raise ApiError(response.status, problem, text)
-            if response.status == 204 or not text:
-                return None
-            return await response.json(content_type=None)
+        reply = await request(
+            self.session, method, self.http_url + path, headers=headers, json=body
+        )
+        if reply.status >= 300:
+            problem = None
+            if reply.content_type in ("application/problem+json", "application/json"):
+                problem = json.loads(reply.text)
+            raise ApiError(reply.status, problem, reply.text)
+        if reply.status == 204 or not reply.text:
+            return None
+        return json.loads(reply.text)
 
     async def create_tenant(self, slug: str | None = None) -> Tenant:
         slug = slug or "t-" + secrets.token_hex(6)
@@ -161,6 +163,22 @@ class ManagementClient:
         task: str | None = None,
         ttl_seconds: int | None = None,
     ) -> str:
+        issued = await self.issue_stream_token(
+            slug, workflow=workflow, task=task, ttl_seconds=ttl_seconds
+        )
+        return issued.token
+
+    async def issue_stream_token(
+        self,
+        slug: str,
+        *,
+        workflow: str | None = None,
+        task: str | None = None,
+        ttl_seconds: int | None = None,
+        minted_with: str | None = None,
+    ) -> IssuedToken:
+        """A stream token with its id; `minted_with` a user token of the tenant (it then dies
+        with that token), else the admin token."""
         payload: dict[str, Any] = {}
         if workflow is not None:
             payload["workflowExecutionId"] = workflow
@@ -168,8 +186,16 @@ class ManagementClient:
             payload["taskExecutionId"] = task
         if ttl_seconds is not None:
             payload["ttlSeconds"] = ttl_seconds
-        body = await self.request("POST", f"/api/tenants/{slug}/stream-tokens", payload)
-        return str(body["token"])
+        path = f"/api/tenants/{slug}/stream-tokens"
+        body = await self.request("POST", path, payload, token=minted_with)
+        return IssuedToken(str(body["id"]), str(body["token"]), "stream", body.get("expiresAt"))
+
+    async def revoke_stream_token(
+        self, slug: str, token_id: str, *, token: str | None = None
+    ) -> None:
+        """Revoke a stream token of the tenant as its user (`token`) or the admin."""
+        path = f"/api/tenants/{slug}/stream-tokens/{token_id}/revoke"
+        await self.request("POST", path, token=token)
 
     async def discovery(self) -> dict[str, Any]:
         body: dict[str, Any] = await self.request("GET", "/.well-known/task-streaming")
@@ -181,8 +207,7 @@ class ManagementClient:
 
 async def fetch_metrics(session: aiohttp.ClientSession, http_url: str) -> dict[str, float]:
     """Prometheus samples as `{'name{label="v"}': value}` (labels sorted), and bare names."""
-    async with session.get(http_url.rstrip("/") + "/metrics") as response:
-        text = await response.text()
+    text = (await request(session, "GET", http_url.rstrip("/") + "/metrics")).text
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

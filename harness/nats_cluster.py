@@ -54,15 +54,23 @@ class NatsNode(EmbeddedNats):
 
     def pause(self) -> None:
         """SIGSTOP: the node stops answering but keeps its sockets (a hung broker)."""
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGSTOP)
+        if self._signal(signal.SIGSTOP):
             self.paused = True
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGCONT)
+        if self.paused:
+            self._signal(signal.SIGCONT)
         self.paused = False
+
+    def _signal(self, sig: int) -> bool:
+        pid = self.pid
+        if pid is None or not self.running:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+            return True
+        return False
 
     def kill(self) -> None:
         self.resume()  # a stopped process takes SIGKILL too, but then reaps cleanly

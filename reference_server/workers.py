@@ -71,7 +71,7 @@ OnReady = Callable[[str, str, str], None]  # http URL, gRPC address, admin token
 async def supervise(config: Settings, stop: asyncio.Event, on_ready: OnReady | None = None) -> int:
     """Run `config.workers` workers until `stop` is set; returns the exit status. `on_ready`
     runs (in a thread) once all are ready, before the READY line."""
-    from .nats_embedded import EmbeddedNatsServer
+    from . import launch
     from .pg_embedded import EmbeddedPostgres
 
     exits = contextlib.AsyncExitStack()
@@ -81,9 +81,12 @@ async def supervise(config: Settings, stop: asyncio.Event, on_ready: OnReady | N
             config = config.with_changes(database_url=await postgres.start())
             exits.push_async_callback(postgres.stop)
         if config.nats_url in (None, "embedded"):
-            nats_server = EmbeddedNatsServer(config.data_dir / "nats")
-            config = config.with_changes(nats_url=await nats_server.start())
-            exits.push_async_callback(nats_server.stop)
+            try:
+                nats_server = await launch.start_nats(config.data_dir / "nats")
+            except launch.EmbeddedUnavailable as error:
+                raise SystemExit(str(error)) from None
+            exits.push_async_callback(asyncio.to_thread, nats_server.terminate)
+            config = config.with_changes(nats_url=nats_server.url)
         generated_admin = config.admin_token is None
         metrics_dir = tempfile.mkdtemp(prefix="taskstream-metrics-")
         exits.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
