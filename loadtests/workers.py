@@ -68,7 +68,7 @@ async def measure(workers: int, subscribers: int, events: int, data_dir: Path) -
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)  # graceful: it stops NATS and PostgreSQL
         await asyncio.wait_for(server.process.wait(), 60)
-    delivered = result["received"]["received"] if result.get("received") else 0
+    delivered = int(result["received"]["events"])
     return {
         "workers": workers,
         "server_processes": len(pids),
