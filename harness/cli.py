@@ -90,7 +90,7 @@ async def _cluster(args: argparse.Namespace) -> int:
         print(f"postgres  {cluster.postgres.url}")
         if cluster.nats_cluster is not None:
             for node in cluster.nats_cluster.nodes:
-                print(f"nats n{node.index}   {node.url} (routes {node.route_url})")
+                print(f"nats n{node.index}   {node.url} (cluster port {node.route_url})")
         elif cluster.nats is not None:
             print(f"nats      {cluster.nats.url}")
         for instance in cluster.instances:
