@@ -44,6 +44,7 @@ async def _serve(config: settings.Settings, extension: Extension | None) -> None
         await supervise(config, stop, on_ready)
         print("shutting down", file=sys.stderr, flush=True)
         return
+    watcher = asyncio.create_task(_stop_at_eof(stop)) if config.exit_with_stdin else None
     nats_server = None
     if config.nats_url == "embedded":
         try:
@@ -64,8 +65,20 @@ async def _serve(config: settings.Settings, extension: Extension | None) -> None
             await stop.wait()
             print("shutting down", file=sys.stderr, flush=True)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         if nats_server is not None:
             await asyncio.to_thread(nats_server.terminate)
+
+
+async def _stop_at_eof(stop: asyncio.Event) -> None:
+    """Set `stop` when standard input closes (the supervisor of --workers is gone)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass
+    stop.set()
 
 
 def _call(url: str, token: str, body: dict[str, object]) -> dict[str, object]:

@@ -51,6 +51,7 @@ class Settings:
     bootstrap: bool = False
     workers: int = 1  # processes sharing the ports (SO_REUSEPORT); more than 1 needs NATS
     reuse_port: bool = False  # bind with SO_REUSEPORT (what each worker of --workers does)
+    exit_with_stdin: bool = False  # stop when stdin closes: a worker ends with its supervisor
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: /metrics sums every worker
     log_level: str = "INFO"
     log_json: bool = False
@@ -111,6 +112,7 @@ _BOOL_FLAGS = {
     "bootstrap": "create a demo tenant, tokens and workflow and print commands",
     "log_json": "log one JSON object per line",
     "reuse_port": "bind the ports with SO_REUSEPORT (several processes on the same ports)",
+    "exit_with_stdin": "stop when standard input closes (a worker ends with its supervisor)",
 }
 
 

@@ -46,7 +46,9 @@ class Worker:
         self.ready.clear()
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "reference_server.cli", "serve",
-            env=self._env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            # A pipe nobody writes to: it closes when the supervisor dies, however it dies, and
+            # the worker (--exit-with-stdin) stops instead of serving on alone.
+            env=self._env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read(self.process), name=f"worker-{self.index}")
 
@@ -128,6 +130,7 @@ def _environment(config: Settings, metrics_dir: str) -> dict[str, str]:
             str(int(value)) if isinstance(value, bool) else str(value)
         )
     env[ENV_PREFIX + "REUSE_PORT"] = "1"
+    env[ENV_PREFIX + "EXIT_WITH_STDIN"] = "1"
     env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     return env
 

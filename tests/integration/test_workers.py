@@ -4,6 +4,7 @@ the embedded NATS, metrics summed over both, and SIGTERM stopping everything."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -19,6 +20,7 @@ import aiohttp
 import pytest
 
 from harness.publisher import Publisher
+from harness.services_nats import EmbeddedNats
 from harness.world import TenantWorld
 
 pytestmark = pytest.mark.integration
@@ -40,16 +42,19 @@ def _workers(pid: int) -> list[int]:
     return found
 
 
-@pytest.fixture
-async def supervisor(tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen[str], str, str, str]]:
+Supervisor = tuple[subprocess.Popen[str], str, str, str]  # process, HTTP URL, gRPC, admin token
+
+
+@contextlib.asynccontextmanager
+async def _supervisor(*args: str) -> AsyncIterator[Supervisor]:
     admin = "fat_" + secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
     env.pop("DATABASE_URL", None)
     env.pop("NATS_URL", None)
     env.update(TASKSTREAM_ADMIN_TOKEN=admin, GRPC_VERBOSITY="ERROR")
     proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-        [sys.executable, "-m", "reference_server.cli", "serve", "--workers", "2", "--ephemeral",
-         "--data-dir", str(tmp_path), "--http-port", "0", "--grpc-port", "0"],
+        [sys.executable, "-m", "reference_server.cli", "serve", "--workers", "2",
+         "--http-port", "0", "--grpc-port", "0", *args],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
@@ -70,8 +75,30 @@ async def supervisor(tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen[str
         proc.stdout.close()
 
 
+@pytest.fixture
+async def supervisor(tmp_path: Path) -> AsyncIterator[Supervisor]:
+    """Two workers on the supervisor's own embedded PostgreSQL and NATS."""
+    async with _supervisor("--ephemeral", "--data-dir", str(tmp_path)) as running:
+        yield running
+
+
+@pytest.fixture
+async def supervisor_on_services(pg_url: str) -> AsyncIterator[Supervisor]:
+    """Two workers on the test session's PostgreSQL and a NATS of the test's own (so a
+    supervisor killed by the test leaves no service of its own behind)."""
+    args = ("--database-url", pg_url)
+    async with EmbeddedNats() as broker, _supervisor(*args, "--nats-url", broker.url) as running:
+        yield running
+
+
 def _alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def _wait_gone(pids: list[int], within: float) -> None:
+    deadline = time.monotonic() + within
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _ready_line(proc: subprocess.Popen[str]) -> str:
@@ -83,7 +110,7 @@ def _ready_line(proc: subprocess.Popen[str]) -> str:
 
 
 async def test_two_workers_share_ports_streams_and_metrics(
-    supervisor: tuple[subprocess.Popen[str], str, str, str],
+    supervisor: Supervisor,
 ) -> None:
     proc, http_url, grpc_address, admin = supervisor
     workers = _workers(proc.pid)
@@ -111,8 +138,18 @@ async def test_two_workers_share_ports_streams_and_metrics(
     assert not _alive(workers)  # the supervisor waited for them before exiting
 
 
+async def test_workers_end_with_a_supervisor_that_dies(supervisor_on_services: Supervisor) -> None:
+    proc, *_ = supervisor_on_services
+    workers = _workers(proc.pid)
+    assert len(workers) == 2
+    proc.kill()  # SIGKILL: no chance to stop them; their stdin pipe closes
+    proc.wait()
+    await asyncio.to_thread(_wait_gone, workers, 30)
+    assert not _alive(workers)
+
+
 async def test_a_worker_that_dies_is_replaced(
-    supervisor: tuple[subprocess.Popen[str], str, str, str],
+    supervisor: Supervisor,
 ) -> None:
     proc, http_url, _grpc, _admin = supervisor
     victim = _workers(proc.pid)[0]
