@@ -1,8 +1,10 @@
 """Compare what the servers acknowledged with what every subscriber received (pure).
 
 Per subscriber of a stream: an acknowledged event of the stream it never received is *lost*; an
-event received twice is *duplicated*; an event of a producer received after one of the same
-producer with a higher `seq` is *reordered*. `gap` events are counted too. Per fault: the time to
+event received twice is *duplicated*; an acknowledged event of a producer received after an
+acknowledged one of the same producer with a higher `seq` is *reordered*. An unacknowledged
+event may arrive late: a publish the producer gave up on (a paused instance) can still complete
+after the producer's next one, which is why a worker that needs order waits for the ack. `gap` events are counted too. Per fault: the time to
 recover is, for the subscriber that took longest, the time from the fault to the first event it
 received that was published after the fault; p50/p99 are taken over the faults of one kind.
 """
@@ -75,7 +77,10 @@ def check(record: Record, faults: list[dict[str, Any]], *, grace: float = 10.0) 
         lost = sorted(acked_of[stream] - counts.keys())
         row.lost += len(lost)
         highest: dict[str, int] = {}
+        acked = acked_of[stream]
         for _, producer, seq, cursor in deliveries:
+            if (producer, seq) not in acked:
+                continue
             if seq < highest.get(producer, 0):
                 row.reordered += 1
                 if len(examples) < 10:

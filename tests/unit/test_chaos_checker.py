@@ -69,6 +69,17 @@ def test_an_unacknowledged_event_may_be_missing_and_may_be_delivered() -> None:
     assert checker.check(record, []).ok
 
 
+def test_an_unacknowledged_event_arriving_late_is_no_reorder() -> None:
+    record = _record()
+    record.sent[("p", 4)] = 4.0  # timed out on a paused instance ...
+    record.sent[("p", 5)] = 4.5
+    record.acked[("p", 5)] = ("wf", 4.6)  # ... so the producer went on through another one
+    for name in ("a", "b"):
+        record.deliveries[name] = [(s + 0.2, "p", s, str(s)) for s in (1, 2, 3, 5)]
+        record.deliveries[name].append((6.0, "p", 4, "6"))  # the paused instance woke up
+    assert checker.check(record, []).ok
+
+
 def test_recovery_is_the_slowest_subscribers_first_new_event_after_the_fault() -> None:
     record = _record()
     record.deliveries["a"] = [(1.2, "p", 1, "1"), (2.2, "p", 2, "2"), (3.2, "p", 3, "3")]
