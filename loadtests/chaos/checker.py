@@ -4,7 +4,8 @@ Per subscriber of a stream: an acknowledged event of the stream it never receive
 event received twice is *duplicated*; an acknowledged event of a producer received after an
 acknowledged one of the same producer with a higher `seq` is *reordered*. An unacknowledged
 event may arrive late: a publish the producer gave up on (a paused instance) can still complete
-after the producer's next one, which is why a worker that needs order waits for the ack. `gap` events are counted too. Per fault: the time to
+after the producer's next one, which is why a worker that needs order waits for the ack.
+`gap` events are counted too. Per fault: the time to
 recover is, for the subscriber that took longest, the time from the fault to the first event it
 received that was published after the fault; p50/p99 are taken over the faults of one kind.
 """
