@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from taskstream_proto import task_streaming_pb2 as pb
 from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
@@ -37,6 +40,48 @@ GRPC_STATUS = {
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 _ACK = pb.StreamTaskDataResponse(acknowledged=True)
+M = TypeVar("M", bound=Message)
+
+
+class Undecodable(Generic[M]):
+    """Request bytes that are not a `M` message. grpc.aio decodes before the handler runs and
+    turns a decoder exception into `UNKNOWN` with an ERROR traceback; a deserializer that
+    returns this instead lets the handler answer `INVALID_ARGUMENT`, counted like any refusal."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def lenient(message: type[M]) -> Callable[[bytes], M | Undecodable[M]]:
+    """A request deserializer for `message` that never raises."""
+
+    def parse(raw: bytes) -> M | Undecodable[M]:
+        try:
+            return message.FromString(raw)
+        except (DecodeError, RecursionError, ValueError) as error:
+            return Undecodable(str(error) or type(error).__name__)
+
+    return parse
+
+
+_Request = pb.StreamTaskDataRequest | Undecodable[pb.StreamTaskDataRequest]
+_Context = grpc.aio.ServicerContext[pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
+
+
+def add_to_server(service: TaskExecutionService, server: grpc.aio.Server) -> None:
+    """Register the service as the generated `add_TaskExecutionServicer_to_server` does, but
+    with request deserializers that never raise (see `Undecodable`)."""
+    handlers = {
+        "StreamTaskData": grpc.unary_unary_rpc_method_handler(
+            service.StreamTaskData,
+            request_deserializer=lenient(pb.StreamTaskDataRequest),
+            response_serializer=pb.StreamTaskDataResponse.SerializeToString,
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["TaskExecution"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
 
 
 class TaskExecutionService(pb_grpc.TaskExecutionServicer):
@@ -48,9 +93,8 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         self._published = {t: ctx.metrics.events_published.labels(t.name) for t in StreamEventType}
 
     async def StreamTaskData(
-        self, request: pb.StreamTaskDataRequest, context: grpc.aio.ServicerContext[
-            pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
-    ) -> pb.StreamTaskDataResponse:  # fmt: skip
+        self, request: _Request, context: _Context
+    ) -> pb.StreamTaskDataResponse:
         try:
             event = await self._accept(request, context)
         except StreamingError as error:
@@ -69,10 +113,7 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         self._codes[grpc.StatusCode.OK].inc()
         return _ACK
 
-    async def _accept(
-        self, request: pb.StreamTaskDataRequest, context: grpc.aio.ServicerContext[
-            pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
-    ) -> TaskStreamEvent:  # fmt: skip
+    async def _accept(self, request: _Request, context: _Context) -> TaskStreamEvent:
         ctx = self._ctx
         metadata = dict(context.invocation_metadata() or ())
         raw = metadata.get("authorization")
@@ -80,6 +121,8 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         principal = await ctx.auth.authenticate(token)
         if principal.kind != "worker":
             raise PermissionDenied(f"a {principal.kind} token cannot publish; use a worker token")
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(f"the request is not a StreamTaskDataRequest: {request.reason}")
         event_type = StreamEventType.from_proto(request.type)
         if event_type is None:
             raise InvalidArgument(
@@ -91,7 +134,7 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
             raise InvalidArgument(f"payload exceeds {ctx.settings.max_payload_bytes} bytes (UTF-8)")
         task_id = (
             parse_uuid(request.task_execution_id, "task_execution_id")
-            if (request.task_execution_id)
+            if request.task_execution_id
             else None
         )
         if request.workflow_execution_id:
@@ -100,11 +143,16 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
             what = f"workflow execution {workflow_id}"
         else:
             assert task_id is not None  # both empty was refused above
+            workflow_id = None
             owner, noun = await ctx.directory.task(task_id), "task"
             what = f"task execution {task_id}"
         if owner is None:
             raise NotFound(f"{what} not found")
-        ctx.policies.publish.check_owner(principal, owner.tenant_id, noun)
+        publish = ctx.policies.publish
+        publish.check_owner(principal, owner.tenant_id, noun)
+        if workflow_id is not None and task_id is not None:
+            # Misses are cached (`task_label`): the hot path stays free of queries.
+            publish.check_task_label(await ctx.directory.task_label(task_id), workflow_id)
         return TaskStreamEvent(
             task_execution_id=request.task_execution_id,
             workflow_execution_id=request.workflow_execution_id,

@@ -19,6 +19,7 @@ from .bus import Delivery, End, SubscriberEvicted, Subscription, SubscriptionClo
 from .context import CONTEXT, ServerContext
 from .errors import BusError, NotFound, StreamingError, Unavailable
 from .events import task_key, workflow_key
+from .http_guard import mark_authenticated
 from .http_problems import HTTP_STATUS, request_id
 from .ids import parse_uuid
 from .sse_writer import StreamWriter
@@ -82,6 +83,7 @@ class StreamSession:
         tenant's limit while it is open."""
         policies = self.ctx.policies
         principal = await policies.access.principal(self.request, self.ctx.auth)
+        mark_authenticated(self.request)
         target_id = parse_uuid(self.request.match_info["id"], "id")
         tenant_slug = self.request.match_info["tenant"]
         policies.access.check_token(principal, tenant_slug, self.kind, target_id)
@@ -134,7 +136,9 @@ class StreamSession:
         except BusError as error:
             log.warning("subscribe failed", extra={"reason": str(error)})
             raise Unavailable("the event bus is unavailable; retry shortly") from error
-        stream = OpenStream(plan.tenant_id, principal.token_id, sub, plan.tree)
+        stream = OpenStream(
+            plan.tenant_id, principal.token_id, sub, plan.tree, issued_by=principal.issued_by
+        )
         ctx.streams.add(stream)
         gauge = ctx.metrics.subscribers_active.labels(plan.kind)
         gauge.inc()
