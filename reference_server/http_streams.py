@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -72,10 +71,7 @@ class StreamSession:
         self.request = request
         self.kind = kind
         self.framing = ctx.policies.framing
-        # The subscription's fast path (see `Receiver.take`): the writer's `direct` while the
-        # live feed runs, else "queue it". An attribute, not a method, so that fan-out calls the
-        # writer with no frame in between (fan-out multiplies per-delivery costs by subscribers).
-        self.take: Callable[[Delivery], bool] = _queue
+        self.writer: StreamWriter | None = None  # set while the live feed runs
         self._transport = request.transport
 
     async def serve(self) -> web.StreamResponse:
@@ -198,11 +194,11 @@ class StreamSession:
             target = writer.target
             await writer.response.write(self.framing.end(End(target, status), None))
             return "already finished"
-        self.take = writer.direct
+        self.writer = writer
         try:
             return await self.pump(principal, sub, writer)
         finally:
-            self.take = _queue
+            self.writer = None
 
     async def write_gap(self, writer: StreamWriter, after: int | None) -> None:
         """The `gap` event: the cursor could not be placed (SPEC.md §4.10)."""
@@ -271,7 +267,10 @@ class StreamSession:
                 await response.write_eof()
         return response
 
-    # -- the subscription's Receiver (and `take`, above) -----------------------------------------
+    # -- the subscription's Receiver -------------------------------------------------------------
+
+    def take(self, delivery: Delivery) -> bool:
+        return self.writer is not None and self.writer.direct(delivery)
 
     def failed(self, error: Exception) -> None:
         if isinstance(error, SubscriberEvicted):
@@ -279,7 +278,3 @@ class StreamSession:
             self.ctx.metrics.evictions.inc()
             if self._transport is not None:
                 self._transport.abort()
-
-
-def _queue(delivery: Delivery) -> bool:
-    return False
