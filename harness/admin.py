@@ -1,4 +1,4 @@
-"""Async client of the management API (DESIGN §7): tenants, tokens, executions, stream tokens.
+"""Async client of the management API (openapi.yaml): tenants, tokens, executions, stream tokens.
 
 async with ManagementClient(http_url, admin_token) as api:
     tenant = await api.create_tenant()

@@ -1,9 +1,10 @@
 """Provisioners: how a test run creates tenants, tokens and executions on a target.
 
-- `admin-api`: the management API of DESIGN §7 (`ManagementClient`).
-- `sql`: rows written straight into the DESIGN §6 schema, for servers that share it. Tokens are
-  prefixed random strings stored as SHA-256 hashes. Completion only updates the row, so the
-  server cannot push `end` to open streams (the `lifecycle` profile needs `admin-api`).
+- `admin-api`: the management API of openapi.yaml (`/api/admin/...`; `ManagementClient`).
+- `sql`: rows written straight into the schema of `reference_server/migrations/`, for servers
+  that share it. Tokens are prefixed random strings stored as SHA-256 hashes. Completion only
+  updates the row, so the server cannot push `end` to open streams (the `lifecycle` profile
+  needs `admin-api`).
 - `python:module:Class`: a team's own; `Class(target)` must satisfy `Provisioner`.
 """
 
@@ -92,7 +93,8 @@ def provisioner_for(target: Target) -> Provisioner:
 
 
 class SqlProvisioner:
-    """Writes the DESIGN §6 schema directly (one connection pool per provisioner)."""
+    """Writes the `reference_server/migrations/` schema directly (one connection pool per
+    provisioner)."""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url

@@ -30,19 +30,18 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api
 
-from .bus import Delivery, End, Fanout, Notice, NoticeListener, Subscription, SubscriptionClosed
+from .bus import Delivery, Fanout, Subscription, SubscriptionClosed
 from .bus_nats import (
     ACK_TIMEOUT,
     NATS_ERRORS,
+    NatsBus,
     NatsLink,
     decode_msg,
-    encode_end,
     ensure_stream,
     settle,
     subject_of,
 )
 from .errors import BusError
-from .events import TaskStreamEvent
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ class _Feed:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class JetStreamBus:
+class JetStreamBus(NatsBus):
     """The Bus protocol on NATS JetStream; `start()` connects, `close()` releases everything."""
 
     def __init__(self, settings: Settings) -> None:
@@ -132,19 +131,9 @@ class JetStreamBus:
                 await self._watcher
         await self._link.close()
 
-    @property
-    def healthy(self) -> bool:
-        return self._link.healthy
-
     # -- publishing ------------------------------------------------------------------------------
 
-    async def publish(self, event: TaskStreamEvent) -> None:
-        await self._send(subject_of(event.stream_key), event.to_json())
-
-    async def publish_end(self, stream_key: str, end: End) -> None:
-        await self._send(subject_of(stream_key), encode_end(end))
-
-    async def _send(self, subject: str, body: bytes) -> None:
+    async def send(self, subject: str, body: bytes) -> None:
         self._link.check_up()
         try:
             # A timer on the ack future itself: cheaper than wait_for or asyncio.timeout.
@@ -304,12 +293,6 @@ class JetStreamBus:
             finally:
                 if old is not None:
                     self._link.spawn(self._release(old))
-
-    async def announce(self, notice: Notice) -> None:
-        await self._link.announce(notice)
-
-    def on_notice(self, listener: NoticeListener) -> None:
-        self._link.on_notice(listener)
 
     # -- letting go ------------------------------------------------------------------------------
 

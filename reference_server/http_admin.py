@@ -1,4 +1,5 @@
-"""Management API (DESIGN §7): tenants, tokens, executions, completion and stream tokens."""
+"""Management API (openapi.yaml, `/api/admin/...`): tenants, tokens, executions, completion
+and stream tokens."""
 
 from __future__ import annotations
 

@@ -187,9 +187,8 @@ class StreamSession:
     ) -> str:
         """gap (if any), replay, then `end` or the live feed; returns why the stream ended."""
         if sub.gap:
-            requested = "" if after is None or after < 0 else str(after)
-            await writer.response.write(self.framing.gap(requested))
-        if await writer.write(sub.replay):
+            await self.write_gap(writer, after)
+        if await self.write_batch(writer, sub.replay):
             return "replayed to the end"
         if status is not None:
             target = writer.target
@@ -200,6 +199,16 @@ class StreamSession:
             return await self.pump(principal, sub, writer)
         finally:
             self.writer = None
+
+    async def write_gap(self, writer: StreamWriter, after: int | None) -> None:
+        """The `gap` event: the cursor could not be placed (SPEC.md §4.10)."""
+        requested = "" if after is None or after < 0 else str(after)
+        await writer.response.write(self.framing.gap(requested))
+
+    async def write_batch(self, writer: StreamWriter, batch: list[Delivery]) -> bool:
+        """Write the replay or one live batch; True once the stream's `end` is written. (Single
+        live deliveries may go straight out through `take` instead.)"""
+        return await writer.write(batch)
 
     async def pump(self, principal: Principal, sub: Subscription, writer: StreamWriter) -> str:
         """Write live batches until the stream ends. One timer per stream wakes the loop for
@@ -226,7 +235,7 @@ class StreamSession:
                     return "evicted: too slow"
                 except SubscriptionClosed as closed:
                     return f"bus closed the subscription: {closed}"
-                if batch and await writer.write(batch):
+                if batch and await self.write_batch(writer, batch):
                     return "finished"
                 if writer.last_write > last_write:  # written here or straight from the bus
                     last_write = writer.last_write

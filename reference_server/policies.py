@@ -5,7 +5,7 @@ replace exactly one of them (see `extensions.Extension.policies`; `broken_server
 defective variants that way) without patching private names:
 
 - `AccessPolicy`: who may open which SSE stream (SPEC.md §4.1, §4.2, §4.4).
-- `CursorPolicy`: where a stream resumes (`Last-Event-ID`, `lastEventId`, `from`; SPEC.md §4.9).
+- `CursorPolicy`: where a stream resumes (`Last-Event-ID`, `lastEventId`, `from`; SPEC.md §4.10).
 - `PublishPolicy`: whose executions a worker may publish to (SPEC.md §3.4, §3.5).
 - `sse.SseFraming`: how events, comments and the response headers are written (SPEC.md §4.5-4.7).
 - `session`: the class that serves one SSE stream (`http_streams.StreamSession`).

@@ -17,6 +17,7 @@ from harness.cluster import ServerProcess
 from harness.services import Service, ServiceUnavailable, postgres_service
 from harness.world import TenantWorld
 from reference_server.app import Server
+from reference_server.extensions import Extension
 from reference_server.settings import Settings
 
 ServerFactory = Callable[..., Awaitable[Server]]
@@ -42,14 +43,15 @@ def pg_url(postgres: Service) -> str:
 
 @pytest.fixture
 async def make_server(pg_url: str) -> AsyncIterator[ServerFactory]:
-    """Start servers with `Settings` overrides; all are stopped after the test."""
+    """Start servers with `Settings` overrides (and an `extension`); all are stopped after the
+    test."""
     servers: list[Server] = []
 
-    async def make(**overrides: Any) -> Server:
+    async def make(*, extension: Extension | None = None, **overrides: Any) -> Server:
         values: dict[str, Any] = {
             "database_url": pg_url, "http_port": 0, "grpc_port": 0, **FAST, **overrides,
         }  # fmt: skip
-        server = Server(Settings(**values))
+        server = Server(Settings(**values), extension=extension)
         servers.append(server)
         await server.start()
         return server

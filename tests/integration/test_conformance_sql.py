@@ -1,5 +1,6 @@
 """The conformance suite with the `sql` provisioner: tenants, tokens and executions written
-straight into the DESIGN §6 schema, as a team sharing that schema would provision them."""
+straight into the `reference_server/migrations/` schema, as a team sharing that schema would
+provision them."""
 
 from __future__ import annotations
 
