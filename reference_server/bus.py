@@ -76,16 +76,36 @@ class Subscription:
         # Called once when the subscription fails (eviction, stop): lets the consumer abort a
         # write that is blocked on a stalled client.
         self.on_failure: Callable[[Exception], None] | None = None
-        # Fast path for fan-out: a consumer that can take a delivery at once (its socket is
+        # Fast path for fan-out: a consumer that can take deliveries at once (its socket is
         # idle) returns True and no task is woken for it. Only used while nothing is queued,
         # so order is kept.
-        self.direct: Callable[[Delivery], bool] | None = None
+        self.direct: Callable[[Sequence[Delivery]], bool] | None = None
 
     def _offer(self, delivery: Delivery) -> None:
         if self._failure is not None or delivery.cursor <= self.last_cursor:
             return  # already failed, or replayed before the live feed caught up
-        if self.direct is not None and not self._inbox and self.direct(delivery):
+        if self.direct is not None and not self._inbox and self.direct((delivery,)):
             self.last_cursor = delivery.cursor
+            return
+        self._enqueue(delivery)
+
+    def _offer_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Several deliveries (cursor order) of one publish: an idle consumer takes them all in
+        one write."""
+        if self._failure is not None:
+            return
+        if deliveries[0].cursor <= self.last_cursor:
+            deliveries = [d for d in deliveries if d.cursor > self.last_cursor]
+            if not deliveries:
+                return
+        if self.direct is not None and not self._inbox and self.direct(deliveries):
+            self.last_cursor = deliveries[-1].cursor
+            return
+        for delivery in deliveries:
+            self._enqueue(delivery)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        if self._failure is not None:
             return
         if len(self._inbox) >= self.limit:
             self._fail(SubscriberEvicted(f"subscriber fell {self.limit} events behind"))
@@ -146,6 +166,10 @@ class Bus(Protocol):
 
     async def publish(self, event: TaskStreamEvent) -> None:
         """Hand the event to the bus; raises BusError when it cannot."""
+
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        """Hand several events to the bus in one call, in order; returns once all of them are
+        carried as `publish` would (raises BusError when it cannot carry them all)."""
 
     async def publish_end(self, stream_key: str, end: End) -> None: ...
 

@@ -239,6 +239,35 @@ class NatsBus:
     async def publish(self, event: TaskStreamEvent) -> None:
         await self._send(subject_of(event.stream_key), event.to_json())
 
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        """JetStream: every message written before any PubAck is awaited, then one wait for all
+        of them; core: the messages, then one barrier."""
+        if not self.healthy:
+            raise BusError("not connected to NATS")
+        try:
+            if not self._jetstream:
+                for event in events:
+                    await self._nc.publish(subject_of(event.stream_key), event.to_json())
+                await self._barrier()
+                return
+            acks = [
+                await self._js.publish_async(subject_of(event.stream_key), event.to_json())
+                for event in events
+            ]
+            all_acked = asyncio.gather(*acks)
+            expiry = asyncio.get_running_loop().call_later(
+                ACK_TIMEOUT, _settle, all_acked, None, TimeoutError("no PubAck in time")
+            )
+            try:
+                await all_acked
+            finally:
+                expiry.cancel()
+        except nats.js.errors.NoStreamResponseError as error:
+            self._spawn(self._recover())
+            raise BusError("no JetStream stream answered") from error
+        except _NATS_ERRORS as error:
+            raise BusError(f"publish failed: {error!r}") from error
+
     async def publish_end(self, stream_key: str, end: End) -> None:
         await self._send(subject_of(stream_key), encode_end(end))
 

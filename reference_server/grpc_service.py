@@ -1,51 +1,37 @@
-"""flovyn.v1.TaskExecution/StreamTaskData: authenticate, validate, check ownership, publish."""
+"""flovyn.v1.TaskExecution: the unary call, batches and client streams, all through the one
+validation of `ingest`; this module only speaks gRPC (metadata, statuses, messages)."""
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from taskstream_proto import task_streaming_pb2 as pb
 from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
 
-from .auth import bearer_token
+from . import ingest
 from .context import ServerContext
-from .errors import (
-    BusError,
-    ErrorCode,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    StreamingError,
-    Unauthenticated,
-)
-from .events import StreamEventType, TaskStreamEvent
+from .errors import StreamingError, Unauthenticated
+from .ingest import GRPC_STATUS, Batch
 
 log = logging.getLogger(__name__)
 
-GRPC_STATUS = {
-    ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
-    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
-    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
-    ErrorCode.PAYLOAD_TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-}
 _ACK = pb.StreamTaskDataResponse(acknowledged=True)
+Context = grpc.aio.ServicerContext[pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
+BatchContext = grpc.aio.ServicerContext[
+    pb.StreamTaskDataBatchRequest, pb.StreamTaskDataBatchResponse
+]
 
 
-def _uuid(raw: str, name: str) -> uuid.UUID:
-    try:
-        if len(raw) in (32, 36):
-            return uuid.UUID(raw)
-    except ValueError:
-        pass
-    raise InvalidArgument(f"{name} must be a UUID")
+def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None
 
 
 class TaskExecutionService(pb_grpc.TaskExecutionServicer):
@@ -54,77 +40,77 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         self._codes = {
             code: ctx.metrics.grpc_requests.labels(code.name) for code in grpc.StatusCode
         }
-        self._published = {t: ctx.metrics.events_published.labels(t.name) for t in StreamEventType}
+
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, error: StreamingError
+    ) -> None:
+        code = GRPC_STATUS[error.code]
+        self._codes[code].inc()
+        log.info(f"{method} refused", extra={"code": code.name, "reason": error.detail})
+        await context.abort(code, error.detail)
 
     async def StreamTaskData(
-        self, request: pb.StreamTaskDataRequest, context: grpc.aio.ServicerContext[
-            pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
-    ) -> pb.StreamTaskDataResponse:  # fmt: skip
+        self, request: pb.StreamTaskDataRequest, context: Context
+    ) -> pb.StreamTaskDataResponse:
+        ctx = self._ctx
         try:
-            event = await self._accept(request, context)
+            principal = await ingest.worker_principal(ctx, _authorization(context))
+            lookups = ingest.Lookups(ctx.directory)
+            now_ms = int(time.time() * 1000)
+            event = await ingest.accept(ctx, principal, request, lookups, now_ms)
         except StreamingError as error:
-            code = GRPC_STATUS[error.code]
-            self._codes[code].inc()
-            log.info("StreamTaskData refused", extra={"code": code.name, "reason": error.detail})
-            await context.abort(code, error.detail)
-        try:
-            await self._ctx.bus.publish(event)
-        except BusError as error:
-            # Fire-and-forget: the worker must not stall on the bus; the loss is counted.
-            self._ctx.metrics.publish_errors.inc()
-            log.warning("publish failed", extra={"reason": str(error)})
-        else:
-            self._published[event.event_type].inc()
+            await self._refuse(context, "StreamTaskData", error)
+        await ingest.publish(ctx, [event])
         self._codes[grpc.StatusCode.OK].inc()
         return _ACK
 
-    async def _accept(
-        self, request: pb.StreamTaskDataRequest, context: grpc.aio.ServicerContext[
-            pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
-    ) -> TaskStreamEvent:  # fmt: skip
+    async def StreamTaskDataBatch(
+        self, request: pb.StreamTaskDataBatchRequest, context: BatchContext
+    ) -> pb.StreamTaskDataBatchResponse:
         ctx = self._ctx
-        metadata = dict(context.invocation_metadata() or ())
-        raw = metadata.get("authorization")
-        token = bearer_token(raw if isinstance(raw, str) else None)
-        principal = await ctx.auth.authenticate(token)
-        if principal.kind != "worker":
-            raise PermissionDenied(f"a {principal.kind} token cannot publish; use a worker token")
-        event_type = StreamEventType.from_proto(request.type)
-        if event_type is None:
-            raise InvalidArgument(
-                f"type must be TOKEN, PROGRESS, DATA or ERROR (got {request.type})"
-            )
-        if not request.task_execution_id and not request.workflow_execution_id:
-            raise InvalidArgument("task_execution_id and workflow_execution_id are both empty")
-        if len(request.payload.encode()) > ctx.settings.max_payload_bytes:
-            raise InvalidArgument(f"payload exceeds {ctx.settings.max_payload_bytes} bytes (UTF-8)")
-        task_id = (
-            _uuid(request.task_execution_id, "task_execution_id")
-            if (request.task_execution_id)
-            else None
-        )
-        if request.workflow_execution_id:
-            workflow_id = _uuid(request.workflow_execution_id, "workflow_execution_id")
-            owner, what = (
-                await ctx.directory.workflow(workflow_id),
-                f"workflow execution {workflow_id}",
-            )
-        else:
-            assert task_id is not None  # both empty was refused above
-            owner, what = await ctx.directory.task(task_id), f"task execution {task_id}"
-        if owner is None:
-            raise NotFound(f"{what} not found")
-        if owner.tenant_id != principal.tenant_id:
-            raise PermissionDenied(f"the {what.split(' ')[0]} belongs to another tenant")
-        return TaskStreamEvent(
-            task_execution_id=request.task_execution_id,
-            workflow_execution_id=request.workflow_execution_id,
-            sequence=request.sequence,
-            event_type=event_type,
-            payload=request.payload,
-            timestamp_ms=request.timestamp_ms,
-            published_at_ms=int(time.time() * 1000),
-        )
+        try:
+            principal = await ingest.worker_principal(ctx, _authorization(context))
+            ingest.check_size(ctx, request.events)
+            batch = await ingest.accept_batch(ctx, principal, request.events)
+        except StreamingError as error:
+            await self._refuse(context, "StreamTaskDataBatch", error)
+        await ingest.publish(ctx, batch.events)
+        self._codes[grpc.StatusCode.OK].inc()
+        return _response(len(batch.events), batch)
+
+    async def StreamTaskDataStream(
+        self, request_iterator: AsyncIterator[pb.StreamTaskDataBatchRequest], context: BatchContext
+    ) -> pb.StreamTaskDataBatchResponse:
+        ctx = self._ctx
+        accepted, index = 0, 0
+        rejected = Batch()
+        try:
+            authorization = _authorization(context)
+            principal = await ingest.worker_principal(ctx, authorization)
+            async for message in request_iterator:
+                # Cached, so cheap per message: a token revoked or expired mid-stream ends it.
+                principal = await ingest.worker_principal(ctx, authorization)
+                ingest.check_size(ctx, message.events)
+                batch = await ingest.accept_batch(ctx, principal, message.events, first_index=index)
+                index += len(message.events)
+                # Published before the next message is read: order holds across batches.
+                await ingest.publish(ctx, batch.events)
+                accepted += len(batch.events)
+                rejected.rejected.extend(batch.rejected)
+        except StreamingError as error:
+            await self._refuse(context, "StreamTaskDataStream", error)
+        self._codes[grpc.StatusCode.OK].inc()
+        return _response(accepted, rejected)
+
+
+def _response(accepted: int, batch: Batch) -> pb.StreamTaskDataBatchResponse:
+    return pb.StreamTaskDataBatchResponse(
+        accepted=accepted,
+        rejected=[
+            pb.StreamTaskDataRejection(index=r.index, code=r.code, message=r.message)
+            for r in batch.rejected
+        ],
+    )
 
 
 __all__ = ["GRPC_STATUS", "TaskExecutionService", "Unauthenticated"]

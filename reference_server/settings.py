@@ -32,6 +32,8 @@ class Settings:
     keepalive_interval: float = 15.0
     idle_timeout: float = 300.0
     max_payload_bytes: int = 64 * 1024
+    max_batch_events: int = 1000
+    max_batch_bytes: int = 4 * 1024 * 1024
     max_streams_per_tenant: int = 1000
     subscriber_buffer: int = 1024
     replay_max_events: int = 1000
@@ -71,6 +73,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "keepalive_interval": (float, "seconds between SSE keep-alive comments"),
     "idle_timeout": (float, "seconds without an event before a stream ends"),
     "max_payload_bytes": (int, "largest accepted payload, in UTF-8 bytes"),
+    "max_batch_events": (int, "most events in one batch (gRPC batch or stream message, HTTP)"),
+    "max_batch_bytes": (int, "largest batch, in bytes of its encoded events or HTTP body"),
     "max_streams_per_tenant": (int, "concurrent SSE streams per tenant and instance"),
     "subscriber_buffer": (int, "events buffered per subscriber before it is evicted"),
     "replay_max_events": (int, "events retained per stream for resume"),
@@ -138,7 +142,13 @@ def validate(settings: Settings) -> None:
     for name in ("keepalive_interval", "idle_timeout", "replay_max_age"):
         if getattr(settings, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")
-    for name in ("max_payload_bytes", "max_streams_per_tenant", "subscriber_buffer"):
+    for name in (
+        "max_payload_bytes",
+        "max_batch_events",
+        "max_batch_bytes",
+        "max_streams_per_tenant",
+        "subscriber_buffer",
+    ):
         if getattr(settings, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1")
     if settings.admin_token is not None and len(settings.admin_token) < 16:
