@@ -155,9 +155,11 @@ def no_end_event() -> None:
         return None
 
     InMemoryBus.publish_end = publish_end  # type: ignore[method-assign]
-    from reference_server.bus_nats import NatsBus
+    from reference_server.bus_core import CoreNatsBus
+    from reference_server.bus_jetstream import JetStreamBus
 
-    NatsBus.publish_end = publish_end  # type: ignore[method-assign]
+    JetStreamBus.publish_end = publish_end  # type: ignore[method-assign]
+    CoreNatsBus.publish_end = publish_end  # type: ignore[method-assign]
 
 
 def no_eviction() -> None:

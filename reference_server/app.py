@@ -56,9 +56,9 @@ def create_app(ctx: ServerContext) -> web.Application:
 async def create_bus(settings: Settings) -> Bus:
     """In-memory unless a NATS URL is configured (the seed's `nats.enabled`)."""
     if settings.nats_enabled:
-        from .bus_nats import NatsBus
+        from .bus_nats import open_nats_bus
 
-        return NatsBus(settings)
+        return open_nats_bus(settings)
     return InMemoryBus(
         replay_max_events=settings.replay_max_events,
         replay_max_age=settings.replay_max_age,

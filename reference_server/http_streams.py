@@ -8,12 +8,13 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from .auth import Principal, bearer_token
-from .bus import End, SubscriberEvicted, SubscriptionClosed
+from .bus import Delivery, End, SubscriberEvicted, SubscriptionClosed
 from .context import CONTEXT, ServerContext
 from .errors import (
     BusError,
@@ -192,14 +193,8 @@ async def _stream(
     gauge = ctx.metrics.subscribers_active.labels(plan.kind)
     gauge.inc()
 
-    def on_failure(error: Exception) -> None:
-        if isinstance(error, SubscriberEvicted):
-            # The client is too slow: drop the connection, even mid-write; it may resume.
-            ctx.metrics.evictions.inc()
-            if request.transport is not None:
-                request.transport.abort()
-
-    sub.on_failure = on_failure
+    receiver = _Receiver(ctx, request)
+    sub.set_receiver(receiver)
     try:
         status = await _status(ctx, plan)
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
@@ -216,7 +211,7 @@ async def _stream(
         )
         try:
             reason = await _write_stream(
-                ctx, principal, plan, stream, response, after, status, request.transport
+                ctx, principal, plan, stream, response, after, status, receiver
             )
         except ConnectionError:
             reason = "client gone"
@@ -235,7 +230,7 @@ async def _write_stream(
     response: web.StreamResponse,
     after: int | None,
     status: str | None,
-    transport: asyncio.Transport | None,
+    receiver: _Receiver,
 ) -> str:
     """gap (if any), replay, then `end` or the live feed; returns why the stream ended."""
     sub = stream.subscription
@@ -245,7 +240,7 @@ async def _write_stream(
         consolidated=plan.kind == "consolidated",
         task_filter=plan.task_filter,
         response=response,
-        transport=transport,
+        transport=receiver.transport,
     )
     if sub.gap:
         requested = "" if after is None or after < 0 else str(after)
@@ -255,11 +250,34 @@ async def _write_stream(
     if status is not None:
         await response.write(end_event(End(str(plan.target_id), status), None))
         return "already finished"
-    sub.direct = writer.direct
+    receiver.writer = writer
     try:
         return await _pump(ctx, principal, stream, writer)
     finally:
-        sub.direct = None
+        receiver.writer = None
+
+
+class _Receiver:
+    """What the subscription reports to: live deliveries straight to the writer while the
+    socket is idle, and an eviction, which drops the connection even mid-write."""
+
+    def __init__(self, ctx: ServerContext, request: web.Request) -> None:
+        self.transport = request.transport
+        self.writer: StreamWriter | None = None
+        self._evictions = ctx.metrics.evictions
+
+    def take(self, delivery: Delivery) -> bool:
+        return self.writer is not None and self.writer.direct((delivery,))
+
+    def take_many(self, deliveries: Sequence[Delivery]) -> bool:
+        return self.writer is not None and self.writer.direct(deliveries)
+
+    def failed(self, error: Exception) -> None:
+        if isinstance(error, SubscriberEvicted):
+            # The client is too slow: drop the connection, even mid-write; it may resume.
+            self._evictions.inc()
+            if self.transport is not None:
+                self.transport.abort()
 
 
 async def _status(ctx: ServerContext, plan: _Plan) -> str | None:

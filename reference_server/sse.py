@@ -27,7 +27,3 @@ def encode_event(event: str, data: str, event_id: str | None = None) -> bytes:
 def encode_comment(text: str) -> bytes:
     """A comment line (keep-alive); line breaks in `text` become separate comment lines."""
     return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode() + b"\n"
-
-
-def encode_retry(milliseconds: int) -> bytes:
-    return f"retry: {int(milliseconds)}\n\n".encode()
