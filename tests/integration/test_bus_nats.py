@@ -426,3 +426,31 @@ async def test_start_without_a_broker_fails_with_bus_error() -> None:
     assert time.monotonic() - started < 8
     assert not bus.healthy
     await bus.close()
+
+
+@pytest.mark.parametrize("mode", ["jetstream", "core"])
+async def test_publish_many_keeps_order_across_streams_and_instances(
+    make_bus: BusFactory, mode: str
+) -> None:
+    a, b = await make_bus(nats_mode=mode), await make_bus(nats_mode=mode)
+    one, two = str(uuid.uuid4()), str(uuid.uuid4())
+    sub_one, sub_two = (
+        await b.subscribe([workflow_key(one)]),
+        await b.subscribe([workflow_key(two)]),
+    )
+    batch = [event(wf, i) for i in range(50) for wf in (one, two)]
+    await a.publish_many(batch[:60])
+    await a.publish_many(batch[60:])
+    await a.publish_many([])
+    got_one, got_two = await receive(sub_one, 50), await receive(sub_two, 50)
+    assert payloads(got_one) == payloads(got_two) == list(range(50))
+    await nothing_more(sub_one)
+
+
+async def test_publish_many_fails_fast_when_the_broker_is_gone(
+    make_bus: BusFactory, broker: EmbeddedNats
+) -> None:
+    bus = await make_bus()
+    await broker.stop()
+    with pytest.raises(BusError):
+        await bus.publish_many([event(str(uuid.uuid4()), 0)])
