@@ -39,6 +39,8 @@ class Sizes:
     idle_connections: int
     idle_workflows: int
     stall_seconds: float
+    batch: int = 50  # events per StreamTaskDataBatch call in the batched runs
+    batch_concurrency: int = 8  # batch calls in flight in batched peak runs
 
 
 QUICK = Sizes(
@@ -74,6 +76,7 @@ class System:
     name: str
     label: str
     e2e: Endpoint | None = None
+    batch_e2e: Endpoint | None = None  # where batched peak runs publish (and subscribe)
     fanout: Endpoint | None = None
     idle_urls: list[str] = field(default_factory=list)
     idle_token: str | None = None
@@ -103,12 +106,14 @@ async def provision(
     )
     token, user = world.worker.token, world.user.token
     streams, fan = list(pairs[:-1]), pairs[-1]
+    e2e = Endpoint(grpc, token, streams, [world.workflow_url(w) for w, _ in streams], user, pid)
     return System(
         name,
         label,
         pid=pid,
         idle_token=user,
-        e2e=Endpoint(grpc, token, streams, [world.workflow_url(w) for w, _ in streams], user, pid),
+        e2e=e2e,
+        batch_e2e=e2e,
         fanout=Endpoint(grpc, token, [fan], [world.workflow_url(fan[0])], user, pid),
         idle_urls=[world.workflow_url(w) for w in idle_ids] if idle else [],
     )
@@ -135,6 +140,18 @@ async def start_systems(
                 "floor: bare gRPC ack",
                 pid=ack.pid,
                 e2e=Endpoint(address, streams=streams, pid=ack.pid),
+            )
+        )
+        batch = await stack.enter_async_context(Child("loadtests.floors", "batch"))
+        where = await batch.start()
+        pairs = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(sizes.streams)]
+        urls = [f"{where['http']}/stream/{workflow}" for workflow, _ in pairs]
+        floors.append(
+            System(
+                "batch",
+                "floor: bare batched gRPC + SSE",
+                pid=batch.pid,
+                batch_e2e=Endpoint(where["grpc"], streams=pairs, sse_urls=urls, pid=batch.pid),
             )
         )
         sse = await stack.enter_async_context(Child("loadtests.floors", "sse"))
