@@ -248,6 +248,10 @@ class Fanout:
         for member in list(self.members):
             member.offer(delivery)
 
+    def offer_many(self, deliveries: Sequence[Delivery]) -> None:
+        for member in list(self.members):
+            member.offer_many(deliveries)
+
     def fail(self, error: Exception) -> None:
         members, self.members = self.members, set()
         for member in members:
