@@ -54,6 +54,26 @@ def test_headless_llm_run_on_the_embedded_cluster_passes_and_writes_reports(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("ingest", "row"),
+    [("grpc", ("gRPC", "StreamTaskDataBatch x10")), ("http", ("HTTP", "task-data x10"))],
+)
+def test_batched_publishers_deliver_every_event(
+    tmp_path: Path, ingest: str, row: tuple[str, str]
+) -> None:
+    done = _locust(tmp_path, "--scenario", "llm", "-u", "4", "-r", "4", "-t", "4s",
+                   "--batch", "10", "--ingest", ingest, "--rate", "200", "--csv", "batch",
+                   "--deliver-timeout-ms", "10000")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = _rows(tmp_path / "batch_stats.csv")
+    calls, delivered = rows[row], rows[("SSE", "token")]
+    assert int(calls["Request Count"]) > 0 and int(calls["Failure Count"]) == 0
+    # Every event of every acknowledged call arrives (a hole would be a `missing` failure).
+    assert int(delivered["Failure Count"]) == 0
+    assert int(delivered["Request Count"]) >= 10 * int(calls["Request Count"]) // 2
+
+
+@pytest.mark.integration
 def test_a_violated_threshold_fails_the_run(tmp_path: Path, taskstream_target: Target) -> None:
     target = tmp_path / "target.toml"
     target.write_text(target_toml(taskstream_target))
