@@ -134,7 +134,7 @@ async def measure_all(
                 system.pid, system.idle_urls, system.idle_token, sizes.idle_connections
             )
     for system in servers:
-        if system.pid is not None and system.fanout is not None and system.name != "nats":
+        if system.pid is not None and system.fanout is not None and system.name == "memory":
             _log(f"{system.label}: stalled subscriber under full load")
             system.results["stall"] = await measure.stalled_subscriber(
                 system.fanout, sizes.stall_seconds
@@ -282,6 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--target-name", help="which [[target]] of the file (default: the first)")
     add("--server-pid", type=int, help="the target's server process, for RSS measurements")
     add("--profile", type=Path, help="write py-spy flame graphs of the servers to this directory")
+    add(
+        "--event-loop",
+        choices=["asyncio", "uvloop"],
+        help="the reference servers' event loop (default: the server's default)",
+    )
+    add(
+        "--loop-trial",
+        choices=["asyncio", "uvloop"],
+        help="also bench the in-memory server on this event loop, in the same rounds",
+    )
     add(
         "--fail-on-miss",
         action="store_true",

@@ -66,7 +66,12 @@ def _latency_at(section: Results | None, fraction: float) -> Results | None:
     return None
 
 
-SERVER_LABELS = {"memory": "in-memory bus", "nats": "NATS JetStream", "target": "target"}
+SERVER_LABELS = {
+    "memory": "in-memory bus",
+    "nats": "NATS JetStream",
+    "memory_loop": "in-memory bus, other event loop",
+    "target": "target",
+}
 
 
 def summarize(results: Results) -> list[Line]:
@@ -80,7 +85,7 @@ def summarize(results: Results) -> list[Line]:
     lines: list[Line] = []
     for name, section in servers.items():
         label = SERVER_LABELS.get(name, name)
-        checked = name != "nats"
+        checked = name not in ("nats", "memory_loop")
         e2e = _get(section, "peak", "events_per_s")
         if name == "nats" and "memory" in servers:
             memory = _get(servers, "memory", "peak", "events_per_s")
@@ -179,6 +184,33 @@ def summarize(results: Results) -> list[Line]:
                     passed=bounded,
                 )
             )
+    return lines + _loop_trial_lines(servers)
+
+
+def _loop_trial_lines(servers: Results) -> list[Line]:
+    """`--loop-trial`: the in-memory server on the other event loop against the default one,
+    same rounds (adopt it only at ≥ 1.1 x, see README)."""
+    trial, base = servers.get("memory_loop"), servers.get("memory")
+    if trial is None or base is None:
+        return []
+    lines = []
+    for section, key, what in (
+        ("peak", "events_per_s", "end-to-end events/s"),
+        ("peak_batch", "events_per_s", "batched end-to-end events/s"),
+        ("fanout", "deliveries_per_s", "fan-out deliveries/s"),
+    ):
+        value, floor = _get(trial, section, key), _get(base, section, key)
+        lines.append(
+            Line(
+                f"event-loop trial: {what}, vs. the default loop",
+                value,
+                "/s",
+                floor,
+                _ratio(value, floor),
+                cpu_ratio=_ratio(_cost(base.get(section), key), _cost(trial.get(section), key)),
+                cpu_us=_micros(trial.get(section), key),
+            )
+        )
     return lines
 
 
@@ -196,7 +228,7 @@ def _batch_lines(name: str, section: Results, results: Results, label: str) -> l
     batch = _get(run, "batch")
     unary = _get(section, "peak", "events_per_s")
     floor_run = _get(results, "floors", "batch", "peak_batch")
-    checked = name != "nats"
+    checked = name not in ("nats", "memory_loop")
     speedup = _ratio(value, unary)
     cpu_us = _micros(run, "events_per_s")
     lines = [

@@ -172,21 +172,33 @@ async def start_systems(
         )
         return floors, servers, None
     wanted = [bus for bus in ("memory", "nats") if bus in sections]
+    if "memory" in wanted and getattr(opts, "loop_trial", None):
+        wanted.append("memory_loop")  # the in-memory server again, on the other event loop
     if wanted:
         postgres = await postgres_service(None)
         stack.push_async_callback(postgres.stop)
+    loop = getattr(opts, "event_loop", None)
     for bus in wanted:
         nats_url = nats.url if bus == "nats" and nats is not None else None
+        settings = dict(SERVER_SETTINGS)
+        if loop:
+            settings["event_loop"] = loop
+        if bus == "memory_loop":
+            settings["event_loop"] = opts.loop_trial
         cluster = await stack.enter_async_context(
             ReferenceCluster(
                 instances=1,
                 nats=nats_url is not None,
                 nats_url=nats_url,
                 database_url=postgres.url,
-                settings=SERVER_SETTINGS,
+                settings=settings,
             )
         )
-        label = "reference, in-memory bus" if bus == "memory" else "reference, NATS JetStream"
+        label = {
+            "memory": "reference, in-memory bus",
+            "nats": "reference, NATS JetStream",
+            "memory_loop": f"reference, in-memory bus, {settings.get('event_loop')} loop",
+        }[bus]
         servers.append(
             await _server(stack, cluster.target(), cluster.instances[0].pid, sizes, bus, label)
         )
@@ -204,7 +216,7 @@ async def _server(
     world = await TenantWorld.for_target(target)
     stack.push_async_callback(world.close)
     # RSS is measured only where the process is known, and on one bus (it is per connection).
-    idle = pid is not None and name != "nats"
+    idle = pid is not None and name == "memory"
     return await provision(world, target.grpc_address, pid, sizes, name, label, idle)
 
 

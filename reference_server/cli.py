@@ -26,7 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = settings.from_sources(args, __import__("os").environ)
     logs.configure(config.log_level, config.log_json)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config))
+        if config.event_loop == "uvloop":
+            import uvloop
+
+            uvloop.run(_serve(config))
+        else:
+            asyncio.run(_serve(config))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -44,6 +45,7 @@ class Settings:
     shutdown_grace: float = 3.0
     bootstrap: bool = False
     log_level: str = "INFO"
+    event_loop: str = "asyncio"  # or "uvloop"
     log_json: bool = False
     instance_id: str = field(default_factory=lambda: os.urandom(4).hex())
 
@@ -80,6 +82,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "replay_max_events": (int, "events retained per stream for resume"),
     "replay_max_age": (float, "seconds events are retained for resume"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
+    "event_loop": (str, "'asyncio' or 'uvloop' (needs the uvloop package)"),
 }
 _BOOL_FLAGS = {
     "ephemeral": "embedded PostgreSQL in a temp dir, removed at exit",
@@ -139,6 +142,10 @@ def validate(settings: Settings) -> None:
     problems: list[str] = []
     if settings.nats_mode not in {"jetstream", "core"}:
         problems.append("--nats-mode must be 'jetstream' or 'core'")
+    if settings.event_loop not in {"asyncio", "uvloop"}:
+        problems.append("--event-loop must be 'asyncio' or 'uvloop'")
+    elif settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        problems.append("--event-loop uvloop needs the uvloop package (pip install uvloop)")
     for name in ("keepalive_interval", "idle_timeout", "replay_max_age"):
         if getattr(settings, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")
