@@ -16,7 +16,7 @@ from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
 from . import ingest
 from .context import ServerContext
 from .errors import StreamingError, Unauthenticated
-from .ingest import GRPC_STATUS, Batch
+from .ingest import GRPC_STATUS, Rejection
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,14 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
             await self._refuse(context, "StreamTaskDataBatch", error)
         await ingest.publish(ctx, batch.events)
         self._codes[grpc.StatusCode.OK].inc()
-        return _response(len(batch.events), batch)
+        return _response(len(batch.events), batch.rejected)
 
     async def StreamTaskDataStream(
         self, request_iterator: AsyncIterator[pb.StreamTaskDataBatchRequest], context: BatchContext
     ) -> pb.StreamTaskDataBatchResponse:
         ctx = self._ctx
         accepted, index = 0, 0
-        rejected = Batch()
+        rejected: list[Rejection] = []
         try:
             authorization = _authorization(context)
             principal = await ingest.worker_principal(ctx, authorization)
@@ -96,19 +96,19 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
                 # Published before the next message is read: order holds across batches.
                 await ingest.publish(ctx, batch.events)
                 accepted += len(batch.events)
-                rejected.rejected.extend(batch.rejected)
+                rejected.extend(batch.rejected)
         except StreamingError as error:
             await self._refuse(context, "StreamTaskDataStream", error)
         self._codes[grpc.StatusCode.OK].inc()
         return _response(accepted, rejected)
 
 
-def _response(accepted: int, batch: Batch) -> pb.StreamTaskDataBatchResponse:
+def _response(accepted: int, rejected: list[Rejection]) -> pb.StreamTaskDataBatchResponse:
     return pb.StreamTaskDataBatchResponse(
         accepted=accepted,
         rejected=[
             pb.StreamTaskDataRejection(index=r.index, code=r.code, message=r.message)
-            for r in batch.rejected
+            for r in rejected
         ],
     )
 
