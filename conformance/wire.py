@@ -1,25 +1,24 @@
-"""Small wire-level helpers for the cases: gRPC status names, one-shot HTTP answers, metrics,
-and a raw-socket subscriber that never reads (a stalled client)."""
+"""Small helpers for the cases: gRPC status names, one-shot HTTP answers, metrics, waiting for
+events. How bytes are framed on the wire is :mod:`harness.wire`'s business, not this module's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 import grpc
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from harness.admin import fetch_metrics
-from harness.sse import SSEEvent, SSEParser
 from harness.sse_client import SSEStream, StreamClosed
+from harness.wire.aio import request
+from harness.wire.sse import SSEEvent
 
 from .checks import Band, Mismatch, expect
 
@@ -77,8 +76,9 @@ async def sse_answer(
 
 async def http_get(url: str) -> tuple[int, str, str]:
     """(status, media type, body) of a plain GET."""
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        return response.status, response.content_type, await response.text()
+    async with aiohttp.ClientSession() as session:
+        reply = await request(session, "GET", url)
+    return reply.status, reply.content_type, reply.text
 
 
 async def metric_samples(base_url: str) -> dict[str, float]:
@@ -90,122 +90,6 @@ def metric_sum(samples: Mapping[str, float], name: str) -> float | None:
     """The sum of a sample name over its labels; None when absent."""
     values = [v for k, v in samples.items() if k == name or k.startswith(name + "{")]
     return sum(values) if values else None
-
-
-@dataclass(frozen=True, slots=True)
-class Drained:
-    """What a stalled subscriber finally read: how many data events, and how it ended."""
-
-    events: int
-    ended: bool  # the server ended the connection (end of body or reset)
-    how: str
-
-
-class StalledSubscriber:
-    """An SSE request on a raw socket with a tiny receive buffer, then no reading at all: the
-    server's writes back up as they would behind a frozen browser tab."""
-
-    def __init__(self, sock: socket.socket, status: int, leftover: bytes, chunked: bool) -> None:
-        self._sock = sock
-        self.status = status
-        self._body = bytearray(leftover)
-        self._chunked = chunked
-
-    @classmethod
-    async def open(cls, url: str, token: str, *, receive_buffer: int = 4096) -> StalledSubscriber:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None:
-            raise ValueError(f"a stalled subscriber needs a plain http:// URL, not {url}")
-        port = parts.port or 80
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        sock = socket.socket(socket.AF_INET6 if ":" in parts.hostname else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect
-        sock.setblocking(False)
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.sock_connect(sock, (parts.hostname, port))
-            request = (
-                f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-            )
-            await loop.sock_sendall(sock, request.encode())
-            head = b""
-            async with asyncio.timeout(10):
-                while b"\r\n\r\n" not in head:
-                    chunk = await loop.sock_recv(sock, 4096)
-                    if not chunk:
-                        break
-                    head += chunk
-        except BaseException:
-            sock.close()
-            raise
-        raw_headers, _, leftover = head.partition(b"\r\n\r\n")
-        lines = raw_headers.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
-        headers: CIMultiDict[str] = CIMultiDict()
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers.add(name.strip(), value.strip())
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        return cls(sock, status, leftover, chunked)
-
-    async def drain(self, *, events: int, event_size: int, timeout: float) -> Drained:
-        """Read until the server ends the connection, all `events` (of about `event_size` bytes
-        each) arrived, or `timeout` passes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        ended, how = False, f"still open after {timeout:.0f} s"
-        while True:
-            if len(self._body) >= events * event_size and self._count_events() >= events:
-                how = "delivered the whole burst"
-                break
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    chunk = await loop.sock_recv(self._sock, 1 << 20)
-            except TimeoutError:
-                break
-            except OSError as error:
-                ended, how = True, f"reset ({error.__class__.__name__})"
-                break
-            if not chunk:
-                ended, how = True, "end of body"
-                break
-            self._body.extend(chunk)
-        return Drained(self._count_events(), ended, how)
-
-    def _count_events(self) -> int:
-        body = _dechunk(bytes(self._body)) if self._chunked else bytes(self._body)
-        events = SSEParser().feed(body)
-        return sum(1 for e in events if e.event in ("token", "progress", "data", "error"))
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.close()
-
-
-def _dechunk(body: bytes) -> bytes:
-    """The payload of a chunked body, up to its first incomplete chunk."""
-    out = bytearray()
-    pos = 0
-    while True:
-        end = body.find(b"\r\n", pos)
-        if end < 0:
-            break
-        try:
-            size = int(body[pos:end].split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        start = end + 2
-        out.extend(body[start : start + size])
-        if start + size + 2 > len(body):
-            break
-        pos = start + size + 2
-    return bytes(out)
 
 
 def describe(value: Any) -> str:

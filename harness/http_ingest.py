@@ -16,6 +16,8 @@ from typing import Any, Self
 
 import aiohttp
 
+from .wire.aio import request
+
 NDJSON = "application/x-ndjson"
 
 
@@ -61,7 +63,8 @@ class IngestAnswer:
 
 
 class HttpIngest:
-    """One aiohttp session posting NDJSON batches for one tenant."""
+    """One aiohttp session posting NDJSON batches for one tenant (observable like every request
+    the harness makes, see `harness.wire.observe`)."""
 
     def __init__(self, http_url: str, tenant: str, token: str | None) -> None:
         self.url = task_data_url(http_url, tenant)
@@ -91,10 +94,11 @@ class HttpIngest:
         headers = {"Content-Type": content_type}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        async with self._session.post(self.url, data=body, headers=headers) as response:
-            text = await response.text()
-            try:
-                parsed = json.loads(text) if text else None
-            except ValueError:
-                parsed = None
-            return IngestAnswer(response.status, response.content_type, response.headers, parsed)
+        reply = await request(
+            self._session, "POST", self.url, headers=headers, data=body, label="task-data"
+        )
+        try:
+            parsed = json.loads(reply.text) if reply.text else None
+        except ValueError:
+            parsed = None
+        return IngestAnswer(reply.status, reply.content_type, reply.headers, parsed)

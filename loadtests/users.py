@@ -27,11 +27,11 @@ from locust.exception import StopUser
 
 from harness.http_ingest import NDJSON, ingest_line, ndjson, task_data_url
 from harness.publisher import SyncPublisher, build_request
-from harness.sse import SSEEvent
+from harness.wire.blocking import HTTPStatusError, SSEConnection
+from harness.wire.sse import SSEEvent
 
 from .scenarios import SCENARIOS, Fixture, Scenario
 from .slots import SLOTS
-from .sse_wire import HTTPStatusError, SSEConnection
 
 EVENT_NAMES = frozenset({"token", "progress", "data", "error"})
 _WORDS = ("The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".")

@@ -33,6 +33,7 @@ from .errors import (
     StreamingError,
 )
 from .events import StreamEventType, TaskStreamEvent
+from .ids import parse_uuid
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +100,6 @@ async def worker_principal(ctx: ServerContext, authorization: str | None) -> Pri
     return principal
 
 
-def parse_id(raw: str, name: str) -> uuid.UUID:
-    try:
-        if len(raw) in (32, 36):
-            return uuid.UUID(raw)
-    except ValueError:
-        pass
-    raise InvalidArgument(f"{name} must be a UUID")
-
-
-def check_tenant(owner: Owner, principal: Principal, what: str) -> None:
-    """Tenant isolation on the write path: a worker writes only into its own tenant's runs."""
-    if owner.tenant_id != principal.tenant_id:
-        raise PermissionDenied(f"the {what} belongs to another tenant")
-
-
 async def accept(
     ctx: ServerContext,
     principal: Principal,
@@ -134,16 +120,18 @@ async def accept(
     # A character is at most 4 UTF-8 bytes: most payloads are measured without encoding them.
     if len(payload) * 4 > limit and len(payload.encode()) > limit:
         raise InvalidArgument(f"payload exceeds {limit} bytes (UTF-8)")
-    task_id = parse_id(task_raw, "task_execution_id") if task_raw else None
+    task_id = parse_uuid(task_raw, "task_execution_id") if task_raw else None
     if workflow_raw:
-        workflow_id = parse_id(workflow_raw, "workflow_execution_id")
-        owner, what = await lookups.workflow(workflow_id), f"workflow execution {workflow_id}"
+        workflow_id = parse_uuid(workflow_raw, "workflow_execution_id")
+        owner, noun = await lookups.workflow(workflow_id), "workflow"
+        what = f"workflow execution {workflow_id}"
     else:
         assert task_id is not None  # both empty was refused above
-        owner, what = await lookups.task(task_id), f"task execution {task_id}"
+        owner, noun = await lookups.task(task_id), "task"
+        what = f"task execution {task_id}"
     if owner is None:
         raise NotFound(f"{what} not found")
-    check_tenant(owner, principal, what.split(" ")[0])
+    ctx.policies.publish.check_owner(principal, owner.tenant_id, noun)
     return TaskStreamEvent(
         task_execution_id=task_raw,
         workflow_execution_id=workflow_raw,

@@ -4,17 +4,15 @@ bus's fan-out while the socket is idle (no task wake-up; a published batch in on
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import time
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from .bus import Delivery, End
-from .events import StreamEventType, TaskStreamEvent
+from .events import StreamEventType
 from .metrics import Metrics
-from .sse import encode_event
+from .sse import SseFraming
 
 # Above this many bytes waiting in the socket's buffer, the direct path steps aside and the
 # stream's task takes over (it awaits drain, and a stalled client ends up evicted).
@@ -22,12 +20,13 @@ _DIRECT_HIGH_WATER = 64 * 1024
 
 
 class StreamWriter:
-    """Encodes deliveries for one stream: in batches from its task (`write`), or one at a time
-    straight from the bus's fan-out while the socket is idle (`direct`)."""
+    """Encodes deliveries for one stream: in batches from its task (`write`), or straight from the
+    bus's fan-out while the socket is idle (`direct`)."""
 
     def __init__(
         self,
         metrics: Metrics,
+        framing: SseFraming,
         *,
         target: str,
         consolidated: bool,
@@ -42,9 +41,11 @@ class StreamWriter:
         self._transport = transport
         # Set by aiohttp when it prepared the response (HTTP/1.1 without a length).
         self._chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
-        self._target = target
+        self.target = target
         self._consolidated = consolidated
         self._task_filter = task_filter
+        self._encode = framing.delivery
+        self._end = framing.end
         self._delivered = metrics.delivered_by_type
         self._latency = metrics.delivery_latency
 
@@ -57,14 +58,14 @@ class StreamWriter:
         for delivery in batch:
             item = delivery.item
             if isinstance(item, End):
-                if item.target_id == self._target:
-                    chunks.append(end_event(item, delivery.cursor))
+                if item.target_id == self.target:
+                    chunks.append(self._end(item, delivery.cursor))
                     ended = True
                     break
                 continue
             if self._task_filter is not None and item.task_execution_id != self._task_filter:
                 continue
-            chunks.append(encode_delivery(delivery, self._consolidated))
+            chunks.append(self._encode(delivery, self._consolidated))
             counts[item.event_type] = counts.get(item.event_type, 0) + 1
             if item.published_at_ms and not oldest_ms:
                 oldest_ms = item.published_at_ms
@@ -113,7 +114,7 @@ class StreamWriter:
                 return False
             if task_filter is not None and item.task_execution_id != task_filter:
                 continue  # not this stream's: nothing to write
-            chunks.append(encode_delivery(delivery, self._consolidated))
+            chunks.append(self._encode(delivery, self._consolidated))
             counts[item.event_type] = counts.get(item.event_type, 0) + 1
             if item.published_at_ms and not oldest_ms:
                 oldest_ms = item.published_at_ms
@@ -131,28 +132,3 @@ class StreamWriter:
         if oldest_ms:
             self._latency.observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
         return True
-
-
-@functools.lru_cache(maxsize=8192)
-def encode_delivery(delivery: Delivery, consolidated: bool) -> bytes:
-    """Fan-out encodes each delivery once, not once per subscriber."""
-    event = delivery.item
-    assert isinstance(event, TaskStreamEvent)
-    if consolidated:
-        data = json.dumps(
-            {
-                "workflowExecutionId": event.workflow_execution_id,
-                "taskExecutionId": event.task_execution_id,
-                "sequence": event.sequence,
-                "data": event.payload,
-            }
-        )
-    else:
-        data = event.payload
-    return encode_event(event.event_type.sse_name, data, str(delivery.cursor))
-
-
-def end_event(end: End, cursor: int | None) -> bytes:
-    return encode_event(
-        "end", json.dumps({"status": end.status}), None if cursor is None else str(cursor)
-    )
