@@ -122,15 +122,14 @@ async def accept(
         raise InvalidArgument(f"payload exceeds {limit} bytes (UTF-8)")
     task_id = parse_uuid(task_raw, "task_execution_id") if task_raw else None
     if workflow_raw:
-        workflow_id = parse_uuid(workflow_raw, "workflow_execution_id")
-        owner, noun = await lookups.workflow(workflow_id), "workflow"
-        what = f"workflow execution {workflow_id}"
+        target = parse_uuid(workflow_raw, "workflow_execution_id")
+        owner, noun = await lookups.workflow(target), "workflow"
     else:
         assert task_id is not None  # both empty was refused above
-        owner, noun = await lookups.task(task_id), "task"
-        what = f"task execution {task_id}"
+        target = task_id
+        owner, noun = await lookups.task(target), "task"
     if owner is None:
-        raise NotFound(f"{what} not found")
+        raise NotFound(f"{noun} execution {target} not found")
     ctx.policies.publish.check_owner(principal, owner.tenant_id, noun)
     return TaskStreamEvent(
         task_execution_id=task_raw,
