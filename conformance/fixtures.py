@@ -40,6 +40,8 @@ class Facts:
     max_batch_events: int = 1000
     subscriber_buffer: int = 1024
     max_wait: float = DEFAULT_MAX_WAIT
+    retention_seconds: float | None = None  # how long the target keeps events for resume
+    retention_events: int | None = None  # how many events per stream it keeps
 
     @property
     def instances(self) -> list[Instance]:
@@ -75,7 +77,7 @@ class Facts:
     @property
     def revocation_grace(self) -> float:
         """How long a revocation may take to reach the server: none through the server; up to
-        the 5 s DESIGN gives open streams when the provisioner writes the store directly."""
+        the 5 s SPEC.md §4.3 gives open streams when the provisioner writes the store directly."""
         return 0.0 if self.provisioner_notifies_server else 5.0
 
     def require_profile(self, profile: str) -> None:
@@ -127,7 +129,15 @@ def facts(request: pytest.FixtureRequest, taskstream_target: Target) -> Facts:
         max_batch_events=int(table.get("max_batch_events", 1000)),
         subscriber_buffer=int(table.get("subscriber_buffer", 1024)),
         max_wait=float(config.getoption("--conformance-max-wait")),
+        retention_seconds=_optional(table, "retention_seconds", float),
+        retention_events=_optional(table, "retention_events", int),
     )
+
+
+def _optional(table: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    """An optional number of the target table (read here, whether or not `Target` has it)."""
+    value = table.get(key)
+    return None if value is None else kind(value)
 
 
 @pytest.fixture

@@ -30,13 +30,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api
 
-from .bus import Delivery, End, Fanout, Notice, NoticeListener, Subscription, SubscriptionClosed
+from .bus import Delivery, Fanout, Subscription, SubscriptionClosed
 from .bus_nats import (
     ACK_TIMEOUT,
     NATS_ERRORS,
+    NatsBus,
     NatsLink,
     decode_msg,
-    encode_end,
     ensure_stream,
     settle,
     subject_of,
@@ -120,7 +120,7 @@ class _Feed:
             self.sink.offer_many(deliveries)
 
 
-class JetStreamBus:
+class JetStreamBus(NatsBus):
     """The Bus protocol on NATS JetStream; `start()` connects, `close()` releases everything."""
 
     def __init__(self, settings: Settings) -> None:
@@ -148,14 +148,7 @@ class JetStreamBus:
         await self._acks.close()
         await self._link.close()
 
-    @property
-    def healthy(self) -> bool:
-        return self._link.healthy
-
     # -- publishing ------------------------------------------------------------------------------
-
-    async def publish(self, event: TaskStreamEvent) -> None:
-        await self._send(subject_of(event.stream_key), event.to_json())
 
     async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
         """Pipelined: every message is written before any PubAck is awaited, then one wait for
@@ -172,10 +165,7 @@ class JetStreamBus:
         except NATS_ERRORS as error:
             raise BusError(f"publish failed: {error!r}") from error
 
-    async def publish_end(self, stream_key: str, end: End) -> None:
-        await self._send(subject_of(stream_key), encode_end(end))
-
-    async def _send(self, subject: str, body: bytes) -> None:
+    async def send(self, subject: str, body: bytes) -> None:
         self._link.check_up()
         try:
             # A timer on the ack future itself: cheaper than wait_for or asyncio.timeout.
@@ -337,12 +327,6 @@ class JetStreamBus:
             finally:
                 if old is not None:
                     self._link.spawn(self._release(old))
-
-    async def announce(self, notice: Notice) -> None:
-        await self._link.announce(notice)
-
-    def on_notice(self, listener: NoticeListener) -> None:
-        self._link.on_notice(listener)
 
     # -- letting go ------------------------------------------------------------------------------
 

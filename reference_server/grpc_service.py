@@ -5,20 +5,76 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Generic, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from taskstream_proto import task_streaming_pb2 as pb
 from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
 
 from . import ingest
 from .context import ServerContext
-from .errors import StreamingError, Unauthenticated
+from .errors import InvalidArgument, StreamingError, Unauthenticated
 from .ingest import GRPC_STATUS, Rejection
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
+
+
+class Undecodable(Generic[M]):
+    """Request bytes that are not a `M` message. grpc.aio decodes before the handler runs and
+    turns a decoder exception into `UNKNOWN` with an ERROR traceback; a deserializer that
+    returns this instead lets the handler answer `INVALID_ARGUMENT`, counted like any refusal."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def lenient(message: type[M]) -> Callable[[bytes], M | Undecodable[M]]:
+    """A request deserializer for `message` that never raises."""
+
+    def parse(raw: bytes) -> M | Undecodable[M]:
+        try:
+            return message.FromString(raw)
+        except (DecodeError, RecursionError, ValueError) as error:
+            reason = str(error) or type(error).__name__
+            return Undecodable(f"not a {message.DESCRIPTOR.name}: {reason}")
+
+    return parse
+
+
+def decoded(request: M | Undecodable[M]) -> M:
+    """The message, or INVALID_ARGUMENT (checked after authentication, like every refusal)."""
+    if isinstance(request, Undecodable):
+        raise InvalidArgument(f"the request is {request.reason}")
+    return request
+
+
+def add_to_server(service: TaskExecutionService, server: grpc.aio.Server) -> None:
+    """Register the service as the generated `add_TaskExecutionServicer_to_server` does, but
+    with request deserializers that never raise (see `Undecodable`)."""
+    batch = lenient(pb.StreamTaskDataBatchRequest)
+    answer = pb.StreamTaskDataBatchResponse.SerializeToString
+    handlers = {
+        "StreamTaskData": grpc.unary_unary_rpc_method_handler(
+            service.StreamTaskData,
+            request_deserializer=lenient(pb.StreamTaskDataRequest),
+            response_serializer=pb.StreamTaskDataResponse.SerializeToString,
+        ),
+        "StreamTaskDataBatch": grpc.unary_unary_rpc_method_handler(
+            service.StreamTaskDataBatch, request_deserializer=batch, response_serializer=answer
+        ),
+        "StreamTaskDataStream": grpc.stream_unary_rpc_method_handler(
+            service.StreamTaskDataStream, request_deserializer=batch, response_serializer=answer
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["TaskExecution"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+
 
 _ACK = pb.StreamTaskDataResponse(acknowledged=True)
 Context = grpc.aio.ServicerContext[pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
@@ -50,14 +106,14 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         await context.abort(code, error.detail)
 
     async def StreamTaskData(
-        self, request: pb.StreamTaskDataRequest, context: Context
+        self, request: pb.StreamTaskDataRequest | Undecodable[Any], context: Context
     ) -> pb.StreamTaskDataResponse:
         ctx = self._ctx
         try:
             principal = await ingest.worker_principal(ctx, _authorization(context))
             lookups = ingest.Lookups(ctx.directory)
             now_ms = int(time.time() * 1000)
-            event = await ingest.accept(ctx, principal, request, lookups, now_ms)
+            event = await ingest.accept(ctx, principal, decoded(request), lookups, now_ms)
         except StreamingError as error:
             await self._refuse(context, "StreamTaskData", error)
         await ingest.publish(ctx, [event])
@@ -65,13 +121,14 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         return _ACK
 
     async def StreamTaskDataBatch(
-        self, request: pb.StreamTaskDataBatchRequest, context: BatchContext
+        self, request: pb.StreamTaskDataBatchRequest | Undecodable[Any], context: BatchContext
     ) -> pb.StreamTaskDataBatchResponse:
         ctx = self._ctx
         try:
             principal = await ingest.worker_principal(ctx, _authorization(context))
-            ingest.check_size(ctx, request.events)
-            batch = await ingest.accept_batch(ctx, principal, request.events)
+            events = decoded(request).events
+            ingest.check_size(ctx, events)
+            batch = await ingest.accept_batch(ctx, principal, events)
         except StreamingError as error:
             await self._refuse(context, "StreamTaskDataBatch", error)
         await ingest.publish(ctx, batch.events)
@@ -79,7 +136,9 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         return _response(len(batch.events), batch.rejected)
 
     async def StreamTaskDataStream(
-        self, request_iterator: AsyncIterator[pb.StreamTaskDataBatchRequest], context: BatchContext
+        self,
+        request_iterator: AsyncIterator[pb.StreamTaskDataBatchRequest | Undecodable[Any]],
+        context: BatchContext,
     ) -> pb.StreamTaskDataBatchResponse:
         ctx = self._ctx
         accepted, index = 0, 0
@@ -90,9 +149,10 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
             async for message in request_iterator:
                 # Cached, so cheap per message: a token revoked or expired mid-stream ends it.
                 principal = await ingest.worker_principal(ctx, authorization)
-                ingest.check_size(ctx, message.events)
-                batch = await ingest.accept_batch(ctx, principal, message.events, first_index=index)
-                index += len(message.events)
+                events = decoded(message).events
+                ingest.check_size(ctx, events)
+                batch = await ingest.accept_batch(ctx, principal, events, first_index=index)
+                index += len(events)
                 # Published before the next message is read: order holds across batches.
                 await ingest.publish(ctx, batch.events)
                 accepted += len(batch.events)
@@ -113,4 +173,4 @@ def _response(accepted: int, rejected: list[Rejection]) -> pb.StreamTaskDataBatc
     )
 
 
-__all__ = ["GRPC_STATUS", "TaskExecutionService", "Unauthenticated"]
+__all__ = ["GRPC_STATUS", "TaskExecutionService", "Unauthenticated", "add_to_server"]

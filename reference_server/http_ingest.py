@@ -92,7 +92,7 @@ def parse_line(line: bytes) -> pb.StreamTaskDataRequest:
         if fast is not None:
             return fast
         return json_format.Parse(text, pb.StreamTaskDataRequest())
-    except (UnicodeDecodeError, ValueError, json_format.ParseError) as error:
+    except (ValueError, RecursionError, json_format.ParseError) as error:  # incl. Unicode
         raise InvalidArgument(f"not a StreamTaskDataRequest in proto3 JSON: {error}") from None
 
 

@@ -72,12 +72,13 @@ class Lookups:
     """Ownership answers for one batch: each distinct id reaches the directory once. Misses are
     kept only for the batch (the execution may be created a moment later)."""
 
-    __slots__ = ("_directory", "_tasks", "_workflows")
+    __slots__ = ("_directory", "_labels", "_tasks", "_workflows")
 
     def __init__(self, directory: Directory) -> None:
         self._directory = directory
         self._workflows: dict[uuid.UUID, Owner | None] = {}
         self._tasks: dict[uuid.UUID, Owner | None] = {}
+        self._labels: dict[uuid.UUID, Owner | None] = {}
 
     async def workflow(self, workflow_id: uuid.UUID) -> Owner | None:
         if workflow_id in self._workflows:
@@ -89,6 +90,13 @@ class Lookups:
         if task_id in self._tasks:
             return self._tasks[task_id]
         owner = self._tasks[task_id] = await self._directory.task(task_id)
+        return owner
+
+    async def task_label(self, task_id: uuid.UUID) -> Owner | None:
+        """The task a workflow event's task id names, if any (see `Directory.task_label`)."""
+        if task_id in self._labels:
+            return self._labels[task_id]
+        owner = self._labels[task_id] = await self._directory.task_label(task_id)
         return owner
 
 
@@ -121,16 +129,21 @@ async def accept(
     if len(payload) * 4 > limit and len(payload.encode()) > limit:
         raise InvalidArgument(f"payload exceeds {limit} bytes (UTF-8)")
     task_id = parse_uuid(task_raw, "task_execution_id") if task_raw else None
-    if workflow_raw:
-        target = parse_uuid(workflow_raw, "workflow_execution_id")
-        owner, noun = await lookups.workflow(target), "workflow"
+    workflow_id = parse_uuid(workflow_raw, "workflow_execution_id") if workflow_raw else None
+    if workflow_id is not None:
+        target, noun = workflow_id, "workflow"
+        owner = await lookups.workflow(workflow_id)
     else:
         assert task_id is not None  # both empty was refused above
-        target = task_id
-        owner, noun = await lookups.task(target), "task"
+        target, noun = task_id, "task"
+        owner = await lookups.task(task_id)
     if owner is None:
         raise NotFound(f"{noun} execution {target} not found")
-    ctx.policies.publish.check_owner(principal, owner.tenant_id, noun)
+    publish = ctx.policies.publish
+    publish.check_owner(principal, owner.tenant_id, noun)
+    if workflow_id is not None and task_id is not None:
+        # Misses are cached (`task_label`): the hot path stays free of queries.
+        publish.check_task_label(await lookups.task_label(task_id), workflow_id)
     return TaskStreamEvent(
         task_execution_id=task_raw,
         workflow_execution_id=workflow_raw,

@@ -61,3 +61,9 @@ def test_common_spellings() -> None:
         task_execution_id="t", type=pb.DATA, payload="p", sequence=-3
     )
     assert parse_line(b'{"type": 99}').type == 99  # open enum: refused later, as by gRPC
+
+
+@pytest.mark.parametrize("line", [b"[" * 100_000, b'{"payload":' * 50_000, b"\xff\xfe"])
+def test_hostile_lines_are_invalid_argument(line: bytes) -> None:
+    with pytest.raises(InvalidArgument):
+        parse_line(line)
