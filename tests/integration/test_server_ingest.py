@@ -4,7 +4,7 @@ promises: one lookup per workflow per batch, nothing of a refused batch delivere
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -245,3 +245,20 @@ async def test_a_revoked_token_ends_an_open_stream(world: TenantWorld) -> None:
             await call.done_writing()
             await call
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("method", ["StreamTaskDataBatch", "StreamTaskDataStream"])
+async def test_undecodable_batches_are_invalid_argument(world: TenantWorld, method: str) -> None:
+    path = f"/flovyn.v1.TaskExecution/{method}"
+    md = (("authorization", f"Bearer {world.worker.token}"),)
+    async with grpc.aio.insecure_channel(world.grpc_address) as channel:
+        # Bytes in, bytes out: no client-side encoding. A truncated `events` field.
+        channel = cast(Any, channel)  # the stubs want serializers we leave out on purpose
+        if method == "StreamTaskDataBatch":
+            call: Any = channel.unary_unary(path)(b"\x0a\x05ab", metadata=md, timeout=5)
+        else:
+            call = channel.stream_unary(path)(iter([b"\x0a\x05ab"]), metadata=md, timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a StreamTaskDataBatchRequest" in (refused.value.details() or "")
