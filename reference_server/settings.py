@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,8 @@ class Settings:
     keepalive_interval: float = 15.0
     idle_timeout: float = 300.0
     max_payload_bytes: int = 64 * 1024
+    max_batch_events: int = 1000
+    max_batch_bytes: int = 4 * 1024 * 1024
     max_streams_per_tenant: int = 1000
     subscriber_buffer: int = 1024
     replay_max_events: int = 1000
@@ -54,6 +57,7 @@ class Settings:
     exit_with_stdin: bool = False  # stop when stdin closes: a worker ends with its supervisor
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: /metrics sums every worker
     log_level: str = "INFO"
+    event_loop: str = "asyncio"  # or "uvloop"
     log_json: bool = False
     instance_id: str = field(default_factory=lambda: os.urandom(4).hex())
 
@@ -95,6 +99,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "keepalive_interval": (float, "seconds between SSE keep-alive comments"),
     "idle_timeout": (float, "seconds without an event before a stream ends"),
     "max_payload_bytes": (int, "largest accepted payload, in UTF-8 bytes"),
+    "max_batch_events": (int, "most events in one batch (gRPC batch or stream message, HTTP)"),
+    "max_batch_bytes": (int, "largest batch, in bytes of its encoded events or HTTP body"),
     "max_streams_per_tenant": (int, "concurrent SSE streams per tenant and instance"),
     "subscriber_buffer": (int, "events buffered per subscriber before it is evicted"),
     "replay_max_events": (int, "events retained per stream for resume"),
@@ -106,6 +112,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     ),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
     "workers": (int, "processes sharing the HTTP and gRPC ports; more than 1 needs NATS"),
+    "event_loop": (str, "'asyncio' or 'uvloop' (needs the uvloop package)"),
 }
 _BOOL_FLAGS = {
     "ephemeral": "embedded PostgreSQL in a temp dir, removed at exit",
@@ -177,11 +184,17 @@ def validate(settings: Settings) -> None:
         problems.append("--nats-replicas must be between 1 and 5")
     if settings.nats_heartbeat < 0.1:
         problems.append("--nats-heartbeat must be at least 0.1")
+    if settings.event_loop not in {"asyncio", "uvloop"}:
+        problems.append("--event-loop must be 'asyncio' or 'uvloop'")
+    elif settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        problems.append("--event-loop uvloop needs the uvloop package (pip install uvloop)")
     for name in ("keepalive_interval", "idle_timeout", "replay_max_age", "request_head_timeout"):
         if getattr(settings, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")
     for name in (
         "max_payload_bytes",
+        "max_batch_events",
+        "max_batch_bytes",
         "max_streams_per_tenant",
         "subscriber_buffer",
         "max_unauthenticated_connections",
