@@ -153,6 +153,23 @@ class NatsCluster(ManagedService):
     def node(self, index: int) -> NatsNode:
         return self.nodes[index]
 
+    async def stream_leader(self, stream: str) -> int | None:
+        """Index of the node leading `stream`'s raft group (None if unknown or no leader)."""
+        try:
+            async with asyncio.timeout(3):
+                nc = await nats.connect(self.urls, allow_reconnect=False)
+                try:
+                    info = await nc.jetstream(timeout=2).stream_info(stream)
+                finally:
+                    await nc.close()
+        except Exception:  # nats-py raises several unrelated types
+            return None
+        leader = info.cluster.leader if info.cluster is not None else None
+        for node in self.nodes:
+            if leader == f"n{node.index}":
+                return node.index
+        return None
+
 
 async def jetstream_answers(url: str, within: float = 2.0) -> bool:
     """True if a client on ``url`` gets JetStream account info (a meta leader exists)."""

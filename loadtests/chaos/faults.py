@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 import aiohttp
-import nats
 
 from harness.cluster import ReferenceCluster
 from harness.services import wait_until
@@ -93,21 +92,8 @@ class FaultInjector:
             log.warning("the cluster is not whole %.0fs after a fault; going on", HEAL_TIMEOUT)
 
     async def _stream_leader(self) -> int | None:
-        """Index of the NATS node leading the events stream (None if unknown)."""
         nodes = self.cluster.nats_cluster
-        if nodes is None:
-            return None
-        try:
-            async with asyncio.timeout(2):
-                nc = await nats.connect(nodes.urls, allow_reconnect=False)
-                try:
-                    info = await nc.jetstream().stream_info(self._stream_name)
-                finally:
-                    await nc.close()
-        except Exception:  # nats-py raises several unrelated types
-            return None
-        leader = info.cluster.leader if info.cluster is not None else None
-        return int(leader[1:]) if leader and leader[1:].isdigit() else None
+        return None if nodes is None else await nodes.stream_leader(self._stream_name)
 
 
 async def _ready(base: str) -> bool:
