@@ -28,7 +28,12 @@ def main(argv: Sequence[str] | None = None, *, extension: Extension | None = Non
     config = settings.from_sources(args, __import__("os").environ)
     logs.configure(config.log_level, config.log_json)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, extension))
+        if config.event_loop == "uvloop":
+            import uvloop
+
+            uvloop.run(_serve(config, extension))
+        else:
+            asyncio.run(_serve(config, extension))
     return 0
 
 

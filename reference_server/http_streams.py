@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -270,7 +271,10 @@ class StreamSession:
     # -- the subscription's Receiver -------------------------------------------------------------
 
     def take(self, delivery: Delivery) -> bool:
-        return self.writer is not None and self.writer.direct(delivery)
+        return self.writer is not None and self.writer.direct((delivery,))
+
+    def take_many(self, deliveries: Sequence[Delivery]) -> bool:
+        return self.writer is not None and self.writer.direct(deliveries)
 
     def failed(self, error: Exception) -> None:
         if isinstance(error, SubscriberEvicted):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,8 @@ class Settings:
     keepalive_interval: float = 15.0
     idle_timeout: float = 300.0
     max_payload_bytes: int = 64 * 1024
+    max_batch_events: int = 1000
+    max_batch_bytes: int = 4 * 1024 * 1024
     max_streams_per_tenant: int = 1000
     subscriber_buffer: int = 1024
     replay_max_events: int = 1000
@@ -46,6 +49,7 @@ class Settings:
     max_unauthenticated_connections: int = 1000
     bootstrap: bool = False
     log_level: str = "INFO"
+    event_loop: str = "asyncio"  # or "uvloop"
     log_json: bool = False
     instance_id: str = field(default_factory=lambda: os.urandom(4).hex())
 
@@ -75,6 +79,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "keepalive_interval": (float, "seconds between SSE keep-alive comments"),
     "idle_timeout": (float, "seconds without an event before a stream ends"),
     "max_payload_bytes": (int, "largest accepted payload, in UTF-8 bytes"),
+    "max_batch_events": (int, "most events in one batch (gRPC batch or stream message, HTTP)"),
+    "max_batch_bytes": (int, "largest batch, in bytes of its encoded events or HTTP body"),
     "max_streams_per_tenant": (int, "concurrent SSE streams per tenant and instance"),
     "subscriber_buffer": (int, "events buffered per subscriber before it is evicted"),
     "replay_max_events": (int, "events retained per stream for resume"),
@@ -85,6 +91,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
         "open HTTP connections on which no request has authenticated yet; more are closed",
     ),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
+    "event_loop": (str, "'asyncio' or 'uvloop' (needs the uvloop package)"),
 }
 _BOOL_FLAGS = {
     "ephemeral": "embedded PostgreSQL in a temp dir, removed at exit",
@@ -144,11 +151,17 @@ def validate(settings: Settings) -> None:
     problems: list[str] = []
     if settings.nats_mode not in {"jetstream", "core"}:
         problems.append("--nats-mode must be 'jetstream' or 'core'")
+    if settings.event_loop not in {"asyncio", "uvloop"}:
+        problems.append("--event-loop must be 'asyncio' or 'uvloop'")
+    elif settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        problems.append("--event-loop uvloop needs the uvloop package (pip install uvloop)")
     for name in ("keepalive_interval", "idle_timeout", "replay_max_age", "request_head_timeout"):
         if getattr(settings, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")
     for name in (
         "max_payload_bytes",
+        "max_batch_events",
+        "max_batch_bytes",
         "max_streams_per_tenant",
         "subscriber_buffer",
         "max_unauthenticated_connections",
