@@ -19,9 +19,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conformance.wire import StalledSubscriber, sse_answer
+from conformance.wire import sse_answer
 from harness.cluster import ServerProcess
 from harness.sse_client import SSEStream, StreamClosed
+from harness.wire.stalled import StalledReader
 from harness.world import TenantWorld
 from tests.conftest import AttackTable, server_process
 
@@ -248,7 +249,7 @@ async def _limits(world: TenantWorld, t: AttackTable) -> None:
     finally:
         for stream in streams:
             await stream.close()
-    stalled = await StalledSubscriber.open(url, world.user.token, receive_buffer=2048)
+    stalled = await StalledReader.open(url, world.user.token, receive_buffer=2048)
     try:
         async with SSEStream.open(url, token=world.user.token) as healthy, world.publisher() as pub:
             for i in range(BURST):
