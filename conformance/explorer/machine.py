@@ -26,7 +26,7 @@ from harness.sse_client import SSEStream
 from harness.targets import Target
 from harness.world import TenantWorld
 
-from ..wire import payload_of
+from ..wire import new_id, payload_of, rpc_status
 from .model import (
     Expectation,
     Finding,
@@ -44,7 +44,10 @@ from .model import (
 T = TypeVar("T")
 DATA_EVENTS = frozenset({"token", "progress", "data", "error"})
 MAX_OPEN = 4  # well under any per-tenant stream limit the cases accept
+MAX_WORKFLOWS = 4  # enough for trees and isolation; more only dilutes the other rules
 LARGE = 2048  # bytes of a large event
+EXPIRING = 2  # seconds a short-lived stream token lives
+MAX_RETENTION_WAIT = 15.0  # longest retention the explorer waits out
 SETTLE = 5.0  # seconds an event may take to reach a stream (as the revocation bound)
 PROMPT_CLOSE = 1.0  # SPEC sse/4.11/5
 RETENTION_MARGIN = 1.0
@@ -63,6 +66,7 @@ class Setup:
     retention_seconds: float | None
     notifies_server: bool
     subscriber_buffer: int
+    long_run: bool  # a budget long enough for the rules that wait (expiry, retention)
     record: Callable[[Finding, list[str]], None]
     started: Callable[[], None]  # called as each sequence starts: raises when time is up
 
@@ -78,7 +82,7 @@ class Watch:
     root: str
     consolidated: bool
     instance: int
-    token: IssuedToken
+    token: IssuedToken | None  # None: opened with a stream token (no id to revoke)
     expectation: Expectation
     opened_at: float
     closed_at: asyncio.Future[float]
@@ -116,6 +120,7 @@ class Explorer(RuleBasedStateMachine):
         self.watches: list[Watch] = []
         self.cursors: list[Cursor] = []
         self.publishers: dict[int, Publisher] = {}
+        self.done: set[str] = set()  # the rules that run at most once per sequence
         self.instances = len(self.setup.target.http_urls) if self.setup.has("multi-instance") else 1
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -173,6 +178,7 @@ class Explorer(RuleBasedStateMachine):
 
     # -- rules -------------------------------------------------------------------------------
 
+    @precondition(lambda self: len(self.workflows) < MAX_WORKFLOWS)
     @rule(parent=st.none() | st.integers(0, 20))
     def new_workflow(self, parent: int | None) -> None:
         self._step(f"state.new_workflow(parent={parent})")
@@ -182,15 +188,28 @@ class Explorer(RuleBasedStateMachine):
         self.workflows.append(Workflow(wf, parent_id))
 
     @precondition(lambda self: len(self.watches) < MAX_OPEN and self.workflows)
-    @rule(wf=st.integers(0, 20), consolidated=st.booleans(), instance=st.integers(0, 2))
-    def open_stream(self, wf: int, consolidated: bool, instance: int) -> None:
-        self._step(f"state.open_stream(wf={wf}, consolidated={consolidated}, instance={instance})")
+    @rule(
+        wf=st.integers(0, 20),
+        consolidated=st.booleans(),
+        instance=st.integers(0, 2),
+        stream_token=st.booleans(),
+    )
+    def open_stream(self, wf: int, consolidated: bool, instance: int, stream_token: bool) -> None:
+        """Open a stream with a user token of its own (revocable), or a stream token in the
+        URL (`browser-auth`)."""
+        self._step(
+            f"state.open_stream(wf={wf}, consolidated={consolidated}, instance={instance}, "
+            f"stream_token={stream_token})"
+        )
         consolidated = consolidated and self.setup.has("consolidated")
+        stream_token = stream_token and self.setup.has("browser-auth")
         root = self.workflows[wf % len(self.workflows)]
         if root.completed is not None:
             self._finished_stream(root, consolidated, instance % self.instances)
             return
-        self._open(root.id, consolidated, instance % self.instances, None, None)
+        self._open(
+            root.id, consolidated, instance % self.instances, None, None, stream_token=stream_token
+        )
 
     @precondition(lambda self: self._open_workflows())
     @rule(wf=st.integers(0, 20), instance=st.integers(0, 2))
@@ -314,12 +333,15 @@ class Explorer(RuleBasedStateMachine):
                 continue
             self._expect_end(watch, status, "sse/4.11/3" if watch.consolidated else "sse/4.11/1")
 
-    @precondition(lambda self: self.watches)
+    @precondition(lambda self: any(w.token is not None for w in self.watches))
     @rule(which=st.integers(0, 10))
     def revoke(self, which: int) -> None:
         """Revoke the token an open stream was opened with: the stream ends, the token is 401."""
         self._step(f"state.revoke(which={which})")
-        watch = self.watches.pop(which % len(self.watches))
+        revocable = [w for w in self.watches if w.token is not None]
+        watch = revocable[which % len(revocable)]
+        self.watches.remove(watch)
+        assert watch.token is not None
         self._run(self.world.api.revoke_token(watch.token.id))
         try:
             if watch.ended:
@@ -341,12 +363,104 @@ class Explorer(RuleBasedStateMachine):
         url = self.world.workflow_url(watch.root, base=self.setup.target.http_urls[watch.instance])
 
         async def status() -> int:
+            assert watch.token is not None
             async with SSEStream.open(url, token=watch.token.token) as again:
                 return again.status
 
         got = self._run(status())
         if got != 401:
             self._fail(Finding("sse/4.1/6", "status with a revoked token", "401", str(got)))
+
+    @precondition(lambda self: "revoke_worker" not in self.done)
+    @rule()
+    def revoke_worker(self) -> None:
+        """A worker token publishes, is revoked, and is refused on its next call."""
+        self._step("state.revoke_worker()")
+        self.done.add("revoke_worker")
+        open_ = self._open_workflows()
+        if not open_:
+            return
+        worker = self._run(self.world.api.create_token(self.world.slug, "worker"))
+        address = self.setup.target.grpc_addresses[0]
+        wf = open_[0].id
+        payload = self._payloads(1)[0]
+
+        async def publish() -> str:
+            async with Publisher(address, worker.token) as pub:
+                return await rpc_status(pub.token(payload, workflow_id=wf, task_id=new_id()))
+
+        record = self.sent[payload] = Sent(payload, wf, 0, time.monotonic())
+        first = self._run(publish())
+        record.acked_at = time.monotonic()
+        if first != "OK":
+            self._fail(Finding("grpc/3.1/1", "status of a publish", "OK", first))
+        self._run(self.world.api.revoke_token(worker.id))
+        payload = self._payloads(1)[0]
+        again = self._run(publish())
+        if again != "UNAUTHENTICATED":
+            self._fail(
+                Finding(
+                    "grpc/3.2/5", "publish with a revoked worker token", "UNAUTHENTICATED", again
+                )
+            )
+
+    @precondition(
+        lambda self: (
+            self.setup.long_run
+            and "expire_stream_token" not in self.done
+            and self.setup.has("browser-auth")
+            and len(self.watches) < MAX_OPEN
+            and self._open_workflows()
+        )
+    )
+    @rule(wf=st.integers(0, 20))
+    def expire_stream_token(self, wf: int) -> None:
+        """A stream opened with a stream token of 2 s ends within 5 s of its expiry."""
+        self._step(f"state.expire_stream_token(wf={wf})")
+        self.done.add("expire_stream_token")
+        choices = self._open_workflows()
+        root = choices[wf % len(choices)].id
+        self._open(root, False, 0, None, None, stream_token=True, ttl=EXPIRING)
+        watch = self.watches.pop()
+        started = watch.opened_at
+        try:
+            self._run(asyncio.wait_for(asyncio.shield(watch.closed_at), EXPIRING + SETTLE + 1))
+        except TimeoutError:
+            self._run(watch.stream.close())
+            self._fail(
+                Finding("sse/4.3/2", "stream after its token expired", "ended in 5 s", "open")
+            )
+        self._check(watch, complete=False, controls_allowed=True)
+        self._run(watch.stream.close())
+        took = watch.closed_at.result() - started
+        if took < EXPIRING - 1:
+            self._fail(
+                Finding(
+                    "sse/4.3/2",
+                    "end of a stream token's stream",
+                    f"after {EXPIRING} s",
+                    f"{took:.1f} s",
+                )
+            )
+
+    @precondition(
+        lambda self: (
+            self.setup.long_run
+            and "outlive_retention" not in self.done
+            and self.setup.has("resume")
+            and self.setup.retention_seconds is not None
+            and self.setup.retention_seconds <= MAX_RETENTION_WAIT
+            and self.sent
+        )
+    )
+    @rule()
+    def outlive_retention(self) -> None:
+        """Let everything published so far fall out of retention (time passing is the point)."""
+        self._step("state.outlive_retention()")
+        self.done.add("outlive_retention")
+        seconds = self.setup.retention_seconds
+        assert seconds is not None
+        self._run(asyncio.sleep(seconds + RETENTION_MARGIN), timeout=seconds + 30)
 
     @precondition(lambda self: self.watches)
     @rule()
@@ -385,9 +499,18 @@ class Explorer(RuleBasedStateMachine):
         cursor: tuple[Cursor, bool] | str | None,
         *,
         during: int = 0,
+        stream_token: bool = False,
+        ttl: int | None = None,
     ) -> None:
         base = self.setup.target.http_urls[instance]
         query: dict[str, str] = {}
+        token: IssuedToken | None = None
+        if stream_token:
+            query["access_token"] = self._run(
+                self.world.api.stream_token(self.world.slug, workflow=root, ttl_seconds=ttl)
+            )
+        else:
+            token = self._run(self.world.api.create_token(self.world.slug, "user"))
         last_event_id = None
         if cursor == "start":
             query["from"] = "start"
@@ -397,11 +520,11 @@ class Explorer(RuleBasedStateMachine):
             else:
                 last_event_id = cursor[0].id
         url = self.world.workflow_url(root, consolidated=consolidated, base=base, query=query)
-        token = self._run(self.world.api.create_token(self.world.slug, "user"))
         requested = time.monotonic()
+        bearer = None if token is None else token.token
 
         async def opened() -> tuple[SSEStream, asyncio.Future[float]]:
-            stream = await SSEStream.open(url, token=token.token, last_event_id=last_event_id)
+            stream = await SSEStream.open(url, token=bearer, last_event_id=last_event_id)
             loop = asyncio.get_running_loop()
 
             async def closed_at() -> float:
@@ -414,9 +537,9 @@ class Explorer(RuleBasedStateMachine):
         headers_at = time.monotonic()
         if stream.status != 200:
             self._run(stream.close())
-            self._fail(
-                Finding("sse/4.1/1", "status of a stream of the tenant", "200", str(stream.status))
-            )
+            rid = "sse/4.2/4" if stream_token and consolidated else "sse/4.1/1"
+            rid = "sse/4.2/2" if stream_token and not consolidated else rid
+            self._fail(Finding(rid, "status of a stream of the tenant", "200", str(stream.status)))
         scope = self._scope(root, consolidated)
         if expectation is None:
             expectation = live_expectation(
@@ -553,6 +676,8 @@ class Explorer(RuleBasedStateMachine):
                     )
                 )
             after_gap(watch.expectation, self.sent.values(), watch.retained_since)
+        elif complete and watch.gap_allowed_before > float("-inf"):
+            self._expired_without_gap(watch)
         ended = [c for c in controls if c != "gap"]
         if ended and not controls_allowed:
             if "end" in ended:
@@ -580,6 +705,26 @@ class Explorer(RuleBasedStateMachine):
         if closed_early:
             watch.ended = True  # stays listed: the rules' choices must not depend on timing
             self._ended_by_server(watch)
+
+    def _expired_without_gap(self, watch: Watch) -> None:
+        """A resume that misses events which had expired when it was opened owes a `gap`."""
+        seconds = self.setup.retention_seconds
+        if seconds is None:
+            return
+        expired_before = watch.opened_at - seconds - RETENTION_MARGIN
+        got = {r.payload for r in self._received(watch)}
+        lost = sorted(
+            p for p in watch.expectation.must - got if self.sent[p].acked_at < expired_before
+        )
+        if lost:
+            self._fail(
+                Finding(
+                    "sse/4.10/8",
+                    "resume from a cursor older than retention",
+                    "gap first",
+                    f"no gap, and {len(lost)} expired events missing: {lost[:5]}",
+                )
+            )
 
     def _retention(self) -> float:
         seconds = self.setup.retention_seconds
