@@ -32,6 +32,7 @@ from aiohttp import web
 
 from reference_server.auth import ADMIN, Authenticator, Principal
 from reference_server.bus import Bus, Delivery, End, Subscription
+from reference_server.context import ServerContext
 from reference_server.errors import Unauthenticated
 from reference_server.events import TaskStreamEvent, workflow_key
 from reference_server.extensions import BusWrapper, Extension
@@ -303,6 +304,30 @@ class ErrorWithoutIdFraming(SseFraming):
         return super().event(event, data, None if event == "error" else event_id)
 
 
+class QuietAfterEventsFraming(SseFraming):
+    """One stream's framing whose keep-alive timer dies with the first event it writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote_event = False
+
+    def event(self, event: str, data: str, event_id: str | None = None) -> bytes:
+        self.wrote_event = self.wrote_event or event_id is not None
+        return super().event(event, data, event_id)
+
+    def keepalive(self) -> bytes:
+        return b"" if self.wrote_event else super().keepalive()
+
+
+class KeepaliveUntilEventSession(StreamSession):
+    """keepalive-stops-after-events: keep-alives flow on an idle stream only until its first
+    event; after that a quiet stream gets none."""
+
+    def __init__(self, ctx: ServerContext, request: web.Request, kind: str) -> None:
+        super().__init__(ctx, request, kind)
+        self.framing = QuietAfterEventsFraming()
+
+
 DEFECTS: dict[str, Defect] = {
     "tenant-check-skipped": Defect(policies={"access": TenantBlindAccess()}),
     "any-token-accepted": Defect(authenticator=AnyTokenAuthenticator),
@@ -324,6 +349,7 @@ DEFECTS: dict[str, Defect] = {
     "duplicate-at-seam": Defect(bus=SeamDuplicateBus),
     "revocation-ends-tenant": Defect(policies={"session": TenantWideRevocationSession}),
     "error-events-without-id": Defect(policies={"framing": ErrorWithoutIdFraming()}),
+    "keepalive-stops-after-events": Defect(policies={"session": KeepaliveUntilEventSession}),
 }
 
 

@@ -109,6 +109,11 @@ DEFECTS: dict[str, Defect] = {
             ("explore/9.1/1",),
         ),
         Defect(
+            "keepalive-stops-after-events",
+            "keep-alives stop once a stream has carried an event",
+            ("sse/4.7/2",),
+        ),
+        Defect(
             "error-events-without-id",
             "error events are written without their id",
             ("sse/4.6/1", "sse/4.6/2"),
