@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from reference_server.auth import ADMIN, Authenticator, Principal
-from reference_server.bus import Bus, Delivery, End, Subscription
+from reference_server.bus import Bus, Delivery, End, SubscriberEvicted, Subscription
 from reference_server.context import ServerContext
 from reference_server.errors import Unauthenticated
 from reference_server.events import TaskStreamEvent, workflow_key
@@ -328,6 +328,18 @@ class KeepaliveUntilEventSession(StreamSession):
         self.framing = QuietAfterEventsFraming()
 
 
+class EndBodyOnEvictionSession(StreamSession):
+    """eviction-ends-body (conformant): a subscriber that lags is not cut off mid-write; its
+    response is ended with the terminating chunk once what was written drains, and the HTTP/1.1
+    connection stays open. A suite that only counts a closed socket as "ended" misreads it."""
+
+    def failed(self, error: Exception) -> None:
+        if isinstance(error, SubscriberEvicted):
+            self.ctx.metrics.evictions.inc()
+            return  # the pump sees the eviction and `finish` ends the body
+        super().failed(error)
+
+
 DEFECTS: dict[str, Defect] = {
     "tenant-check-skipped": Defect(policies={"access": TenantBlindAccess()}),
     "any-token-accepted": Defect(authenticator=AnyTokenAuthenticator),
@@ -350,6 +362,7 @@ DEFECTS: dict[str, Defect] = {
     "revocation-ends-tenant": Defect(policies={"session": TenantWideRevocationSession}),
     "error-events-without-id": Defect(policies={"framing": ErrorWithoutIdFraming()}),
     "keepalive-stops-after-events": Defect(policies={"session": KeepaliveUntilEventSession}),
+    "eviction-ends-body": Defect(policies={"session": EndBodyOnEvictionSession}),
 }
 
 
