@@ -7,12 +7,15 @@ setting — and reuses the reference behaviour for everything else. How to write
 
 - a rule (who may stream, cursors, publish ownership, SSE frames and headers): subclass
   `AccessPolicy`, `CursorPolicy`, `PublishPolicy` or `SseFraming`, override one method, and pass
-  an instance to `Defect(...)`;
-- how a stream is served (e.g. keep the connection open after `end`, drop what arrives during the
-  replay, replay an expired cursor without `gap`): subclass `StreamSession` and override `write`,
-  `pump`, `take` or `plan`, then `Defect(session=...)`;
-- what the bus delivers (e.g. reorder a burst, drop end markers): subclass `BusWrapper`, override
-  the method, then `Defect(bus=...)`;
+  an instance as `Defect(policies={"access" | "cursor" | "publish" | "framing": ...})`;
+- how a stream is served: subclass `StreamSession`, override one step and pass
+  `Defect(policies={"session": ...})`. Its steps: `plan` (keys and tree), `write_gap` (e.g. an
+  expired cursor replayed without `gap`), `write_batch` (the replay and each live batch: reorder
+  a burst, drop what arrived during the replay), `take` (single live deliveries straight from
+  the fan-out; return False to send everything through `write_batch`), `pump` (the live loop),
+  `finish` (e.g. keep the connection open after `end`);
+- what the bus does (e.g. drop end markers): subclass `BusWrapper`, override the method, then
+  `Defect(bus=...)`;
 - a setting: `Defect(settings={...})`.
 
 Then add the name to `DEFECTS` below and to `conformance.variants` with the requirements that

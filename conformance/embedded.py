@@ -63,7 +63,7 @@ def target_entry(cluster: ReferenceCluster, name: str, provisioner: str) -> dict
     profiles = set(base.profiles)
     if provisioner == "sql":
         assert cluster.postgres is not None
-        # SQL writes are invisible to a running server: no `end` on completion (DESIGN §9 note).
+        # SQL writes are invisible to a running server: no `end` on completion (SPEC.md §4.11).
         profiles.discard("lifecycle")
         table: dict[str, Any] = {"kind": "sql", "database_url": cluster.postgres.url}
     else:
