@@ -222,9 +222,14 @@ class EarlyAckBus(BusWrapper):
         self._jitter = random.Random(15)
 
     async def publish(self, event: TaskStreamEvent) -> None:
+        await self.publish_many([event])
+
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        batch = list(events)
+
         async def later() -> None:
             await asyncio.sleep(self._jitter.random() * 0.02)
-            await self.inner.publish(event)
+            await self.inner.publish_many(batch)
 
         task = asyncio.get_running_loop().create_task(later())
         self._pending.add(task)
