@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any, ClassVar
 
+import grpc
+
 from harness.admin import IssuedToken
 from harness.publisher import Publisher
 from harness.sse import SSEEvent
@@ -95,7 +97,12 @@ class StreamKeeper:
             task = str(uuid.uuid4())
             for payload in batch:
                 record = self.sent[payload] = Sent(payload, wf, instance, time.monotonic())
-                await pub.token(payload + padding, workflow_id=wf, task_id=task)
+                try:
+                    await pub.token(payload + padding, workflow_id=wf, task_id=task)
+                except grpc.aio.AioRpcError as error:
+                    self._fail(
+                        Finding("grpc/3.1/1", "a publish of the tenant", "OK", error.code().name)
+                    )
                 record.acked_at = time.monotonic()
 
         async def all_of() -> None:
