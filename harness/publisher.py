@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import collections
 import time
-from types import TracebackType
-from typing import Self
 
+from harness.closing import AsyncClosing
 from harness.wire.grpc_calls import aio_channel, sync_channel
 from taskstream_proto import task_streaming_pb2 as pb
 from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
@@ -68,7 +67,7 @@ class _Sequences:
         )
 
 
-class Publisher:
+class Publisher(AsyncClosing):
     """Async publisher over one grpc.aio channel; errors surface as `grpc.aio.AioRpcError`."""
 
     def __init__(self, address: str, credentials: str | None, *, timeout: float = 10.0) -> None:
@@ -78,17 +77,6 @@ class Publisher:
         self._channel = aio_channel(address)
         self._stub = pb_grpc.TaskExecutionStub(self._channel)
         self._sequences = _Sequences()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         await self._channel.close(None)

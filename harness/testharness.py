@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import grpc
 
 from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
 
+from .closing import AsyncClosing
 from .cluster import ReferenceCluster
 from .publisher import Publisher
 from .sse_client import SSEStream
@@ -48,7 +48,7 @@ def resolve_target(target: str | Path | Target, name: str | None) -> Target:
     raise TargetError(f"{target}: no target named {name!r}")
 
 
-class TestHarness:
+class TestHarness(AsyncClosing):
     """A target under test with a fresh tenant (user and worker tokens) on it.
 
     Start it with :meth:`start`; close it with :meth:`close` or ``async with``. Closing stops
@@ -108,17 +108,6 @@ class TestHarness:
         finally:
             if self.cluster is not None:
                 await self.cluster.stop()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- where things are ----------------------------------------------------------------
 
