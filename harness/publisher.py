@@ -68,13 +68,24 @@ class _Sequences:
 
 
 class Publisher(AsyncClosing):
-    """Async publisher over one grpc.aio channel; errors surface as `grpc.aio.AioRpcError`."""
+    """Async publisher over one grpc.aio channel; errors surface as `grpc.aio.AioRpcError`.
 
-    def __init__(self, address: str, credentials: str | None, *, timeout: float = 10.0) -> None:
+    Its calls are observable (`harness.wire.observe`) unless `observed=False`: the bench's load
+    generators opt out, so that they measure the server with a bare channel.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        credentials: str | None,
+        *,
+        timeout: float = 10.0,
+        observed: bool = True,
+    ) -> None:
         self.address = address
         self.credentials = credentials
         self.timeout = timeout
-        self._channel = aio_channel(address)
+        self._channel = aio_channel(address, observed=observed)
         self._stub = pb_grpc.TaskExecutionStub(self._channel)
         self._sequences = _Sequences()
 

@@ -101,7 +101,7 @@ async def role_publish(cfg: Config, commands: asyncio.StreamReader) -> dict[str,
     mode `rate`: open loop at `rate` calls/s for `duration` s; call latencies are recorded.
     """
     streams: list[list[str]] = cfg["streams"]
-    async with Publisher(cfg["grpc"], cfg.get("token"), timeout=10.0) as pub:
+    async with Publisher(cfg["grpc"], cfg.get("token"), timeout=10.0, observed=False) as pub:
         for workflow, task in streams[: int(cfg.get("warmup", 8))]:  # channel, caches
             await _call(pub, workflow, task, 0)
         _ready({"streams": len(streams)})

@@ -30,8 +30,13 @@ SUMMARY_STRING_LIMIT: Final = 200
 """Characters kept of each string field in a request summary (payloads can be megabytes)."""
 
 
-def aio_channel(address: str, *, token: str | None = None, **kwargs: Any) -> grpc.aio.Channel:
-    """An insecure ``grpc.aio`` channel to ``address`` whose calls are observable."""
+def aio_channel(
+    address: str, *, token: str | None = None, observed: bool = True, **kwargs: Any
+) -> grpc.aio.Channel:
+    """An insecure ``grpc.aio`` channel to ``address`` whose calls are observable (a bare one,
+    without interceptor, with ``observed=False`` and no ``token``)."""
+    if not observed and token is None:
+        return grpc.aio.insecure_channel(address, **kwargs)
     interceptor = _AioInterceptor(address, token)
     return grpc.aio.insecure_channel(address, interceptors=[cast(Any, interceptor)], **kwargs)
 
