@@ -20,14 +20,18 @@ from typing import Any
 from harness.cluster import ReferenceCluster
 from harness.targets import Target, write_target_file
 
-# Short timings, a low stream limit (the 429 case opens that many) and a small per-subscriber
-# buffer (the eviction case overflows it). The cluster's target file declares them, and the
-# conformance cases read them from there.
+# Short timings, a low stream limit (the 429 case opens that many), a small per-subscriber
+# buffer (the eviction case overflows it) and a short retention (so that sse/4.10/8 resumes from
+# a cursor that has really expired, in both buses). The cluster's target file declares them (the
+# retention as its servers announce it), and the cases read them from there.
+RETENTION_SECONDS = 8.0
 EMBEDDED_SETTINGS: dict[str, Any] = {
     "keepalive_interval": 2.0,
     "idle_timeout": 6.0,
     "max_streams_per_tenant": 8,
     "subscriber_buffer": 16,
+    "replay_max_age": RETENTION_SECONDS,
+    "nats_max_age": RETENTION_SECONDS,
 }
 PROVISIONERS = ("admin-api", "sql")
 
@@ -61,8 +65,7 @@ def target_entry(cluster: ReferenceCluster, name: str, provisioner: str) -> Targ
     if provisioner != "sql":
         return base
     assert cluster.postgres is not None
-    # SQL writes are invisible to a running server: no `end` on completion (the sql provisioner
-    # in conformance/README.md).
+    # SQL writes are invisible to a running server: no `end` on completion (SPEC.md §4.11).
     return replace(
         base,
         profiles=base.profiles - {"lifecycle"},

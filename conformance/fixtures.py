@@ -42,6 +42,20 @@ class Facts:
         return self.target.subscriber_buffer
 
     @property
+    def max_batch_events(self) -> int:
+        return self.target.max_batch_events
+
+    @property
+    def retention_seconds(self) -> float | None:
+        """How long the target keeps events for resume (None: not declared)."""
+        return self.target.retention_seconds
+
+    @property
+    def retention_events(self) -> int | None:
+        """How many events per stream it keeps (None: not declared, or no count limit)."""
+        return self.target.retention_events
+
+    @property
     def keepalive_interval(self) -> float:
         return self.target.keepalive_interval
 
@@ -70,7 +84,7 @@ class Facts:
     @property
     def revocation_grace(self) -> float:
         """How long a revocation may take to reach the server: none through the server; up to
-        the 5 s DESIGN gives open streams when the provisioner writes the store directly."""
+        the 5 s SPEC.md §4.3 gives open streams when the provisioner writes the store directly."""
         return 0.0 if self.provisioner_notifies_server else 5.0
 
     def require_profile(self, profile: str) -> None:

@@ -36,7 +36,12 @@ from .wire.aio import request
 _READY = re.compile(r"READY http=(\S+) grpc=(\S+)")
 DEFAULT_COMMAND = (sys.executable, "-m", "reference_server.cli")
 # Settings a target file declares when the cluster sets them (the server's defaults otherwise).
-_DECLARED_SETTINGS = ("max_streams_per_tenant", "subscriber_buffer", "max_payload_bytes")
+_DECLARED_SETTINGS = (
+    "max_streams_per_tenant",
+    "subscriber_buffer",
+    "max_payload_bytes",
+    "max_batch_events",
+)
 
 
 class ServerProcess:

@@ -16,6 +16,7 @@ idle_timeout = 300
 max_streams_per_tenant = 8   # optional: concurrent streams per tenant on one instance
 subscriber_buffer = 1024     # events buffered per subscriber before eviction
 max_payload_bytes = 65536    # the payload limit
+max_batch_events = 1000      # events in one batch (batch-ingest, http-ingest)
 retention_events = 1000      # optional: events kept per stream for resume (none: no count limit)
 retention_seconds = 3600     # optional: how long events are kept for resume
 
@@ -37,7 +38,8 @@ from pathlib import Path
 from typing import Any, Final
 
 PROFILES: Final = frozenset({"core", "consolidated", "multi-instance", "resume", "lifecycle",
-                             "standalone-tasks", "browser-auth", "limits"})  # fmt: skip
+                             "standalone-tasks", "browser-auth", "limits", "batch-ingest",
+                             "http-ingest"})  # fmt: skip
 """Every profile of SPEC.md §1.1: the one list of them."""
 
 PROVISIONER_KINDS: Final = ("admin-api", "sql", "python:MODULE:CLASS")
@@ -49,6 +51,7 @@ _NUMBERS: Final[dict[str, type]] = {
     "max_streams_per_tenant": int,
     "subscriber_buffer": int,
     "max_payload_bytes": int,
+    "max_batch_events": int,
     "retention_events": int,
     "retention_seconds": float,
 }
@@ -81,6 +84,7 @@ class Target:
     max_streams_per_tenant: int | None = None  # None: not declared (the 429 case is skipped)
     subscriber_buffer: int = 1024  # sizes the burst that overflows a stalled subscriber
     max_payload_bytes: int = 64 * 1024  # SPEC.md's default payload limit
+    max_batch_events: int = 1000  # events in one batch (batch-ingest, http-ingest); SPEC default
     retention_events: int | None = None  # events kept per stream for resume; None: no count limit
     retention_seconds: float | None = None  # how long events are kept; None: not declared
 
