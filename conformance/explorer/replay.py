@@ -30,6 +30,7 @@ def replay(target_file: str, target_name: str = "") -> Explorer:
         retention_seconds=target.retention_seconds,
         notifies_server=bool(notifies),
         subscriber_buffer=target.subscriber_buffer,
+        long_run=True,
         record=record,
         started=lambda: None,
     )
