@@ -1,7 +1,7 @@
 """Fixtures of the cases, built on the harness plugin's `taskstream_target`/`taskstream_world`.
 
 - `facts`: the target plus what the suite reads from the target file beyond `harness.Target`
-  (`max_payload_bytes`, `subscriber_buffer`) and the run's maximum wait;
+  (`max_payload_bytes`, `max_batch_events`, `subscriber_buffer`) and the run's maximum wait;
 - `world` / `other_world`: two fresh tenants (user and worker tokens) per case;
 - `make_world`: more tenants when a case needs them.
 """
@@ -37,6 +37,7 @@ class Facts:
 
     target: Target
     max_payload_bytes: int = 64 * 1024
+    max_batch_events: int = 1000
     subscriber_buffer: int = 1024
     max_wait: float = DEFAULT_MAX_WAIT
     retention_seconds: float | None = None  # how long the target keeps events for resume
@@ -125,6 +126,7 @@ def facts(request: pytest.FixtureRequest, taskstream_target: Target) -> Facts:
     return Facts(
         target=taskstream_target,
         max_payload_bytes=int(table.get("max_payload_bytes", 64 * 1024)),
+        max_batch_events=int(table.get("max_batch_events", 1000)),
         subscriber_buffer=int(table.get("subscriber_buffer", 1024)),
         max_wait=float(config.getoption("--conformance-max-wait")),
         retention_seconds=_optional(table, "retention_seconds", float),

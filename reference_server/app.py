@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from taskstream_proto import task_streaming_pb2
 
-from . import http_admin, http_meta, http_streams
+from . import http_admin, http_ingest, http_meta, http_streams
 from .auth import ADMIN_PREFIX
 from .bus import Bus, Notice, TokenRevoked
 from .bus_memory import InMemoryBus
@@ -53,6 +53,7 @@ def create_app(ctx: ServerContext) -> web.Application:
         f"{base}/workflows/{ident}/consolidated", http_streams.stream_consolidated, allow_head=False
     )
     app.router.add_get(f"{base}/tasks/{ident}", http_streams.stream_task, allow_head=False)
+    app.router.add_post("/api/tenants/{tenant}/task-data", http_ingest.post_task_data)
     http_admin.add_routes(app)
     http_meta.add_routes(app)
     return app
@@ -133,7 +134,7 @@ class Server:
         await bus.start()
         self._exit.push_async_callback(bus.close)
         assert s.admin_token is not None
-        metrics = Metrics()
+        metrics = Metrics(s.metrics_dir)
         ctx = ServerContext(
             settings=s,
             store=store,
@@ -153,7 +154,7 @@ class Server:
             access_log=None,
         )  # fmt: skip
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.http_host, s.http_port)
+        site = web.TCPSite(self._runner, s.http_host, s.http_port, reuse_port=s.reuse_port or None)
         await site.start()
         sockets = self._runner.addresses
         port = sockets[0][1]
@@ -163,7 +164,11 @@ class Server:
     async def _start_grpc(self, ctx: ServerContext) -> None:
         s = self.settings
         server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+            # Room for the largest batch, so that the batch limit answers, with its message.
+            options=[
+                ("grpc.max_receive_message_length", s.max_batch_bytes + 64 * 1024),
+                ("grpc.so_reuseport", 1 if s.reuse_port else 0),
+            ],
         )
         add_to_server(TaskExecutionService(ctx), server)
         health_servicer = HealthServicer()

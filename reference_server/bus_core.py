@@ -19,6 +19,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from .bus import Fanout, Subscription, SubscriptionClosed
 from .bus_nats import NATS_ERRORS, NatsBus, NatsLink, decode_msg, subject_of
 from .errors import BusError
+from .events import TaskStreamEvent
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,16 @@ class CoreNatsBus(NatsBus):
     async def close(self) -> None:
         self._end_all("bus closed")
         await self._link.close()
+
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        """All the messages, then one flush barrier for the lot."""
+        self._link.check_up()
+        try:
+            for event in events:
+                await self._link.nc.publish(subject_of(event.stream_key), event.to_json())
+            await self._link.barrier()
+        except NATS_ERRORS as error:
+            raise BusError(f"publish failed: {error!r}") from error
 
     async def send(self, subject: str, body: bytes) -> None:
         self._link.check_up()

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -271,6 +272,9 @@ class StreamSession:
 
     def take(self, delivery: Delivery) -> bool:
         return self.writer is not None and self.writer.direct(delivery)
+
+    def take_many(self, deliveries: Sequence[Delivery]) -> bool:
+        return self.writer is not None and self.writer.direct_many(deliveries)
 
     def failed(self, error: Exception) -> None:
         if isinstance(error, SubscriberEvicted):

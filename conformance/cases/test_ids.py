@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import grpc
-
 from conformance import requirement
 from conformance.checks import expect, expect_all
 from conformance.wire import new_id, rpc_status, sse_answer
+from harness.wire.grpc_calls import aio_channel
 from harness.world import TenantWorld
 
 METHOD = "/flovyn.v1.TaskExecution/StreamTaskData"
@@ -42,7 +41,7 @@ async def test_non_canonical_uuid_spelling_is_invalid_argument(world: TenantWorl
 async def test_undecodable_message_is_invalid_argument(world: TenantWorld) -> None:
     bodies = {"ff ff ff ff": b"\xff\xff\xff\xff", "field cut short": b"\x0a\x05ab"}
     metadata = (("authorization", f"Bearer {world.worker.token}"),)
-    async with grpc.aio.insecure_channel(world.grpc_address) as channel:
+    async with aio_channel(world.grpc_address) as channel:
         # No serializers: the bytes go out as they are.
         send = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
         statuses: dict[str, object] = {

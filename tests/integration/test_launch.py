@@ -17,7 +17,7 @@ from reference_server import launch
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "fat_" + secrets.token_hex(32)
+ADMIN = "fat_" + secrets.token_urlsafe(32)
 
 
 async def test_start_nats_runs_jetstream_until_terminated(tmp_path: Path) -> None:

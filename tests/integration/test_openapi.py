@@ -53,7 +53,8 @@ async def test_schemathesis_finds_no_server_error_or_schema_mismatch(
     admin = "fat_" + secrets.token_urlsafe(32)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
     env.update(TASKSTREAM_DATABASE_URL=pg_url, TASKSTREAM_ADMIN_TOKEN=admin,
-               TASKSTREAM_IDLE_TIMEOUT="0.3", TASKSTREAM_KEEPALIVE_INTERVAL="0.2")  # fmt: skip
+               TASKSTREAM_IDLE_TIMEOUT="0.3", TASKSTREAM_KEEPALIVE_INTERVAL="0.2",
+               SCHEMATHESIS_HOOKS="tests.integration.schemathesis_hooks")  # fmt: skip
     server = ServerProcess("schemathesis", env, tmp_path)
     await server.start()
     try:

@@ -1,5 +1,6 @@
 """Settings: flags over TASKSTREAM_* variables over defaults; bad values refused at start."""
 
+import importlib.util
 import secrets
 
 import pytest
@@ -46,7 +47,8 @@ def test_boolean_flags_from_environment() -> None:
     "argv",
     [["--keepalive-interval", "0"], ["--http-port", "x"], ["--nats-mode", "kafka"],
      ["--admin-token", "short"], ["--admin-token", "h" * 16], ["--admin-token", "fat_" + "h" * 40],
-     ["--request-head-timeout", "0"], ["--max-unauthenticated-connections", "0"]],
+     ["--request-head-timeout", "0"], ["--max-unauthenticated-connections", "0"],
+     ["--event-loop", "tokio"], ["--max-batch-events", "0"], ["--max-batch-bytes", "0"]],
 )  # fmt: skip
 def test_bad_values_stop_the_server(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
@@ -57,6 +59,19 @@ def test_with_changes_returns_a_new_frozen_copy() -> None:
     s = Settings()
     t = s.with_changes(idle_timeout=1.0)
     assert (s.idle_timeout, t.idle_timeout) == (300.0, 1.0)
+
+
+def test_batch_limits_and_event_loop_from_flags_and_environment() -> None:
+    s = parse(["--max-batch-events", "50"], {"TASKSTREAM_MAX_BATCH_BYTES": "2048"})
+    assert (s.max_batch_events, s.max_batch_bytes, s.event_loop) == (50, 2048, "asyncio")
+
+
+def test_uvloop_is_accepted_only_when_installed() -> None:
+    if importlib.util.find_spec("uvloop") is None:
+        with pytest.raises(SystemExit, match="uvloop package"):
+            parse(["--event-loop", "uvloop"], {})
+    else:
+        assert parse(["--event-loop", "uvloop"], {}).event_loop == "uvloop"
 
 
 def test_a_random_admin_token_is_strong_enough() -> None:
