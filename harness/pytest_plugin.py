@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 
 from .cluster import ReferenceCluster
+from .extras import missing_server_extra
 from .publisher import Publisher
 from .services import ServiceUnavailable
 from .targets import Target, load_targets
@@ -77,6 +78,9 @@ async def taskstream_cluster(request: pytest.FixtureRequest) -> AsyncIterator[Re
     """The embedded reference cluster (fault injection: `.instances[i].kill()`, `.nats`...)."""
     if request.config.getoption("--taskstream-target"):
         pytest.skip("a target file was given: the embedded cluster is not started")
+    missing = missing_server_extra()
+    if missing is not None:
+        pytest.skip(missing)
     instances = request.config.getoption("--taskstream-instances")
     cluster = ReferenceCluster(instances=instances, nats=instances > 1, settings=CLUSTER_SETTINGS)
     try:
