@@ -20,6 +20,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from harness.admin import fetch_metrics
 from harness.sse import SSEEvent, SSEParser
 from harness.sse_client import SSEStream, StreamClosed
+from harness.wire.chunked import ChunkedDecoder, ChunkedError
+from harness.wire.http_client import request
+from harness.wire.observe import Watch
 
 from .checks import Band, Mismatch, expect
 
@@ -77,8 +80,9 @@ async def sse_answer(
 
 async def http_get(url: str) -> tuple[int, str, str]:
     """(status, media type, body) of a plain GET."""
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        return response.status, response.content_type, await response.text()
+    async with aiohttp.ClientSession() as session:
+        reply = await request(session, "GET", url)
+    return reply.status, reply.content_type, reply.text
 
 
 async def metric_samples(base_url: str) -> dict[str, float]:
@@ -105,11 +109,20 @@ class StalledSubscriber:
     """An SSE request on a raw socket with a tiny receive buffer, then no reading at all: the
     server's writes back up as they would behind a frozen browser tab."""
 
-    def __init__(self, sock: socket.socket, status: int, leftover: bytes, chunked: bool) -> None:
+    def __init__(
+        self, sock: socket.socket, status: int, leftover: bytes, chunked: bool, watch: Watch
+    ) -> None:
         self._sock = sock
         self.status = status
-        self._body = bytearray(leftover)
-        self._chunked = chunked
+        self._watch = watch
+        self._received = len(leftover)
+        self._dechunk = ChunkedDecoder() if chunked else None
+        self._parser = (
+            SSEParser(watch.frame, watch.exchange.started) if watch.active else SSEParser()
+        )
+        self._events = 0
+        self._bad_chunking = False
+        self._take(leftover)
 
     @classmethod
     async def open(cls, url: str, token: str, *, receive_buffer: int = 4096) -> StalledSubscriber:
@@ -122,12 +135,16 @@ class StalledSubscriber:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
+        sent = [
+            ("Host", parts.netloc),
+            ("Authorization", f"Bearer {token}"),
+            ("Accept", "text/event-stream"),
+        ]
+        watch = Watch("sse", "GET", url, sent, label="stalled reader")
         try:
             await loop.sock_connect(sock, (parts.hostname, port))
-            request = (
-                f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-            )
+            request = f"GET {path} HTTP/1.1\r\n"
+            request += "".join(f"{name}: {value}\r\n" for name, value in sent) + "\r\n"
             await loop.sock_sendall(sock, request.encode())
             head = b""
             async with asyncio.timeout(10):
@@ -136,7 +153,8 @@ class StalledSubscriber:
                     if not chunk:
                         break
                     head += chunk
-        except BaseException:
+        except BaseException as exc:
+            watch.end("timeout" if isinstance(exc, TimeoutError) else "reset")
             sock.close()
             raise
         raw_headers, _, leftover = head.partition(b"\r\n\r\n")
@@ -146,8 +164,9 @@ class StalledSubscriber:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers.add(name.strip(), value.strip())
+        watch.response(status, headers.items())
         chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        return cls(sock, status, leftover, chunked)
+        return cls(sock, status, leftover, chunked, watch)
 
     async def drain(self, *, events: int, event_size: int, timeout: float) -> Drained:
         """Read until the server ends the connection, all `events` (of about `event_size` bytes
@@ -156,7 +175,7 @@ class StalledSubscriber:
         deadline = loop.time() + timeout
         ended, how = False, f"still open after {timeout:.0f} s"
         while True:
-            if len(self._body) >= events * event_size and self._count_events() >= events:
+            if self._received >= events * event_size and self._events >= events:
                 how = "delivered the whole burst"
                 break
             remaining = deadline - loop.time()
@@ -169,43 +188,33 @@ class StalledSubscriber:
                 break
             except OSError as error:
                 ended, how = True, f"reset ({error.__class__.__name__})"
+                self._watch.end("reset")
                 break
             if not chunk:
                 ended, how = True, "end of body"
+                done = self._dechunk is not None and self._dechunk.done
+                self._watch.end("terminating-chunk" if done else "eof")
                 break
-            self._body.extend(chunk)
-        return Drained(self._count_events(), ended, how)
+            self._received += len(chunk)
+            self._take(chunk)
+        return Drained(self._events, ended, how)
 
-    def _count_events(self) -> int:
-        body = _dechunk(bytes(self._body)) if self._chunked else bytes(self._body)
-        events = SSEParser().feed(body)
-        return sum(1 for e in events if e.event in ("token", "progress", "data", "error"))
+    def _take(self, chunk: bytes) -> None:
+        if self._bad_chunking:
+            return
+        if self._dechunk is not None:
+            try:
+                chunk = self._dechunk.feed(chunk)
+            except ChunkedError:  # events are counted up to the first bad chunk
+                self._bad_chunking = True
+                return
+        kinds = ("token", "progress", "data", "error")
+        self._events += sum(1 for e in self._parser.feed(chunk) if e.event in kinds)
 
     def close(self) -> None:
+        self._watch.end("client-close")
         with contextlib.suppress(OSError):
             self._sock.close()
-
-
-def _dechunk(body: bytes) -> bytes:
-    """The payload of a chunked body, up to its first incomplete chunk."""
-    out = bytearray()
-    pos = 0
-    while True:
-        end = body.find(b"\r\n", pos)
-        if end < 0:
-            break
-        try:
-            size = int(body[pos:end].split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        start = end + 2
-        out.extend(body[start : start + size])
-        if start + size + 2 > len(body):
-            break
-        pos = start + size + 2
-    return bytes(out)
 
 
 def describe(value: Any) -> str:

@@ -7,6 +7,7 @@ async with ManagementClient(http_url, admin_token) as api:
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from types import TracebackType
@@ -14,6 +15,8 @@ from typing import Any, Self
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+
+from harness.wire.http_client import request
 
 
 class ApiError(Exception):
@@ -80,18 +83,17 @@ class ManagementClient:
         token: str | None = None,
     ) -> Any:
         headers = {"Authorization": f"Bearer {token or self.token}"}
-        async with self.session.request(
-            method, self.http_url + path, json=body, headers=headers
-        ) as response:
-            text = await response.text()
-            if response.status >= 300:
-                problem = None
-                if response.content_type in ("application/problem+json", "application/json"):
-                    problem = await response.json(content_type=None)
-                raise ApiError(response.status, problem, text)
-            if response.status == 204 or not text:
-                return None
-            return await response.json(content_type=None)
+        reply = await request(
+            self.session, method, self.http_url + path, headers=headers, json=body
+        )
+        if reply.status >= 300:
+            problem = None
+            if reply.content_type in ("application/problem+json", "application/json"):
+                problem = json.loads(reply.text)
+            raise ApiError(reply.status, problem, reply.text)
+        if reply.status == 204 or not reply.text:
+            return None
+        return json.loads(reply.text)
 
     async def create_tenant(self, slug: str | None = None) -> Tenant:
         slug = slug or "t-" + secrets.token_hex(6)
@@ -181,8 +183,7 @@ class ManagementClient:
 
 async def fetch_metrics(session: aiohttp.ClientSession, http_url: str) -> dict[str, float]:
     """Prometheus samples as `{'name{label="v"}': value}` (labels sorted), and bare names."""
-    async with session.get(http_url.rstrip("/") + "/metrics") as response:
-        text = await response.text()
+    text = (await request(session, "GET", http_url.rstrip("/") + "/metrics")).text
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

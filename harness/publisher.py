@@ -11,8 +11,7 @@ import time
 from types import TracebackType
 from typing import Self
 
-import grpc
-
+from harness.wire.grpc_calls import aio_channel, sync_channel
 from taskstream_proto import task_streaming_pb2 as pb
 from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
 
@@ -76,7 +75,7 @@ class Publisher:
         self.address = address
         self.credentials = credentials
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = aio_channel(address)
         self._stub = pb_grpc.TaskExecutionStub(self._channel)
         self._sequences = _Sequences()
 
@@ -148,7 +147,7 @@ class SyncPublisher:
         self.address = address
         self.credentials = credentials
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        self._channel = sync_channel(address)
         self._stub = pb_grpc.TaskExecutionStub(self._channel)
         self._sequences = _Sequences()
 

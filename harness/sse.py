@@ -19,8 +19,11 @@ import codecs
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from harness.wire.observe import Frame
 
 __all__ = ["SSEComment", "SSEEvent", "SSEParser"]
 
@@ -58,9 +61,18 @@ class SSEParser:
     committed when a blank line is processed (even one that dispatches nothing), so it
     is the value to send as ``Last-Event-ID`` when reconnecting. ``retry`` is the latest
     valid reconnection time in milliseconds, or ``None``.
+
+    ``on_frame``, when given, receives every field block and comment as an observation
+    :class:`~harness.wire.observe.Frame`, in stream order, stamped ``now - origin``.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, on_frame: Callable[[Frame], None] | None = None, origin: float = 0.0
+    ) -> None:
+        self._on_frame = on_frame
+        self._origin = origin
+        self._block_fields = False  # the current block had a field line (observation only)
+        self._block_retry: int | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._bom_checked = False
         self._skip_lf = False  # the previous chunk ended with CR: a leading LF is its pair
@@ -141,7 +153,10 @@ class SSEParser:
             if text.startswith(" "):
                 text = text[1:]
             self.comments.append(SSEComment(text=text, received_at=now))
+            if self._on_frame is not None:
+                self._on_frame(Frame(at=now - self._origin, kind="comment", data=text))
             return None
+        self._block_fields = True
         name, colon, value = line.partition(":")
         if colon and value.startswith(" "):
             value = value[1:]
@@ -153,11 +168,24 @@ class SSEParser:
             if "\x00" not in value:
                 self._id_buffer = value
         elif name == "retry" and value and value.isascii() and value.isdigit():
-            self.retry = int(value)  # isascii() excludes non-ASCII digits such as "²"
+            self.retry = self._block_retry = int(value)  # isascii(): not "²"
         return None
 
     def _dispatch(self, now: float) -> SSEEvent | None:
         self.last_event_id = self._id_buffer
+        if self._on_frame is not None and self._block_fields:
+            self._on_frame(
+                Frame(
+                    at=now - self._origin,
+                    kind="event",
+                    event=self._event_type or "message",
+                    id=self.last_event_id,
+                    data="\n".join(self._data) if self._data else None,
+                    retry=self._block_retry,
+                )
+            )
+        self._block_fields = False
+        self._block_retry = None
         if not self._data:
             self._event_type = ""
             return None

@@ -19,6 +19,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from harness.sse import SSEComment, SSEEvent, SSEParser
+from harness.wire.observe import EndHow, Watch
 
 __all__ = ["SSEStream", "StreamClosed"]
 
@@ -91,6 +92,7 @@ class SSEStream:
         sent_last_event_id: str | None,
         opened_at: float,
         body_text: str | None,
+        watch: Watch,
     ) -> None:
         self.url = url
         self.request_headers: Mapping[str, str] = dict(request_headers)
@@ -108,7 +110,10 @@ class SSEStream:
         self._token = token
         self._extra_headers = dict(extra_headers) if extra_headers is not None else None
         self._timeout = timeout
-        self._parser = SSEParser()
+        self._watch = watch
+        self._parser = (
+            SSEParser(watch.frame, origin=watch.exchange.started) if watch.active else SSEParser()
+        )
         self._queue: asyncio.Queue[SSEEvent | _Sentinel] = asyncio.Queue()
         self._changed = asyncio.Event()  # replaced on every change; see _notify()
         self._reader: asyncio.Task[None] | None = None
@@ -173,6 +178,7 @@ class SSEStream:
         owns_session = session is None
         http = aiohttp.ClientSession() if session is None else session
         response: aiohttp.ClientResponse | None = None
+        watch = Watch("sse", "GET", url, request_headers.items())
         try:
             async with asyncio.timeout(timeout):
                 # total=None: the session default (5 min) would cut long-lived streams.
@@ -186,6 +192,9 @@ class SSEStream:
                 if response.status != 200:
                     body = await response.read()
                     body_text = body.decode(response.get_encoding(), errors="replace")
+                watch.response(response.status, response.headers.items(), body_text)
+                if response.status != 200:
+                    watch.end(_body_end(response))
             return cls(
                 url=url,
                 request_headers=request_headers,
@@ -198,8 +207,10 @@ class SSEStream:
                 sent_last_event_id=last_event_id,
                 opened_at=opened_at,
                 body_text=body_text,
+                watch=watch,
             )
         except BaseException as exc:
+            watch.end(_failure_end(exc))
             if response is not None:
                 response.close()
             if owns_session:
@@ -367,6 +378,7 @@ class SSEStream:
                 reader.cancel()
                 await asyncio.wait([reader])
         finally:
+            self._watch.end("client-close")
             self._response.close()
             self._mark_closed()
             if self._owns_session:
@@ -403,11 +415,13 @@ class SSEStream:
                 if events or len(self._parser.comments) != comments_before:
                     self._notify()
             self._parser.close()
+            self._watch.end(_body_end(self._response))
             self._response.release()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # transport errors end the stream; keep them for messages
             self.error = exc
+            self._watch.end("reset")
         finally:
             self._mark_closed()
 
@@ -432,3 +446,17 @@ class SSEStream:
         else:
             why = "ended by server"
         return f"SSE {self.url}: stream closed ({why}) after {len(self.events_received)} events"
+
+
+def _body_end(response: aiohttp.ClientResponse) -> EndHow:
+    """How a body that ended normally ended: a chunked one by its terminating chunk."""
+    chunked = "chunked" in response.headers.get("Transfer-Encoding", "").lower()
+    return "terminating-chunk" if chunked else "eof"
+
+
+def _failure_end(exc: BaseException) -> EndHow:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, asyncio.CancelledError):
+        return "client-close"
+    return "reset"

@@ -9,6 +9,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from conformance import requirement
 from conformance.checks import expect, expect_all, expect_that
 from conformance.wire import rpc_status
+from harness.wire.grpc_calls import aio_channel
 from harness.world import TenantWorld
 
 SERVICE = "flovyn.v1.TaskExecution"
@@ -36,7 +37,7 @@ async def test_publish_without_subscribers_is_acknowledged(world: TenantWorld) -
 
 @requirement("grpc/3.1/3")
 async def test_health_check_answers_serving(world: TenantWorld) -> None:
-    async with grpc.aio.insecure_channel(world.grpc_address) as channel:
+    async with aio_channel(world.grpc_address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
@@ -51,7 +52,7 @@ async def test_health_check_answers_serving(world: TenantWorld) -> None:
 @requirement("grpc/3.1/4")
 async def test_reflection_lists_the_service(world: TenantWorld) -> None:
     names: set[str] = set()
-    async with grpc.aio.insecure_channel(world.grpc_address) as channel:
+    async with aio_channel(world.grpc_address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         status = await rpc_status(_list_services(stub, request, names))
