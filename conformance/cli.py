@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         type=Path,
         metavar="DIR",
-        help="write index.json, junit-<target>.xml, matrix.md, matrix.html",
+        help="write index.json, junit-<target>.xml, matrix.md, report.html",
     )
     parser.add_argument(
         "-n",
