@@ -29,6 +29,8 @@ MAX_EXCHANGES = 40
 MAX_FRAMES = 60
 MAX_TEXT = 2000
 _RECORDER = pytest.StashKey[Recorder]()
+_KIND = {"http": "HTTP", "sse": "SSE", "grpc": "gRPC"}
+_SETUP_COUNT = pytest.StashKey[int]()  # exchanges made by the case's fixtures (provisioning)
 _WITH_TRANSCRIPT = {Verdict.FAIL.value, Verdict.NON_STRICT.value}
 _PROPERTY = "conformance"  # the user property conformance.plugin writes each verdict into
 # The observation hooks redact headers and URLs; response bodies of the management API carry
@@ -55,23 +57,31 @@ def pytest_runtest_makereport(
     recorder = item.stash.get(_RECORDER, None)
     if recorder is None:
         return report
+    if call.when == "setup":
+        item.stash[_SETUP_COUNT] = len(recorder.exchanges)
     for n, (name, value) in enumerate(report.user_properties):
         if name != _PROPERTY:
             continue
         result = json.loads(str(value))
         if result.get("verdict") in _WITH_TRANSCRIPT:
-            result["transcript"] = transcript(recorder.exchanges)
+            result["transcript"] = transcript(
+                recorder.exchanges, setup=item.stash.get(_SETUP_COUNT, len(recorder.exchanges))
+            )
             report.user_properties[n] = (name, json.dumps(result))
     return report
 
 
-def transcript(exchanges: Sequence[Exchange]) -> list[dict[str, Any]]:
-    """The exchanges as JSON-ready dicts, times in seconds from the first request."""
+def transcript(exchanges: Sequence[Exchange], setup: int = 0) -> list[dict[str, Any]]:
+    """The exchanges as JSON-ready dicts, times in seconds from the first request; the first
+    `setup` of them were made by the case's fixtures (`"phase": "setup"`), the rest by the case."""
     if not exchanges:
         return []
     origin = exchanges[0].started
     kept = list(exchanges[:MAX_EXCHANGES])
-    entries = [_exchange(e, origin) for e in kept]
+    entries = [
+        {"phase": "setup" if n < setup else "case", **_exchange(e, origin)}
+        for n, e in enumerate(kept)
+    ]
     if len(exchanges) > len(kept):
         entries.append({"omitted": len(exchanges) - len(kept)})
     return entries
@@ -139,7 +149,11 @@ def _cut(text: str | None) -> str | None:
 
 
 def render(entries: Sequence[dict[str, Any]]) -> str:
-    """The transcript as text, one block per exchange (JUnit `<system-out>`, the HTML report):
+    """The transcript as text, one block per exchange (JUnit `<system-out>`, the HTML report).
+    Provisioning by the case's fixtures that succeeded takes one line each, so the case's own
+    exchanges are what the eye finds first:
+
+        #1 +0.000s setup: HTTP POST http://127.0.0.1:8080/api/admin/tenants → 201
 
     #2 +0.031s SSE GET http://127.0.0.1:8080/api/tenants/t-1/stream/workflows/…
        > Authorization: Bearer <redacted>
@@ -154,12 +168,27 @@ def render(entries: Sequence[dict[str, Any]]) -> str:
         if "omitted" in entry:
             lines.append(f"… {entry['omitted']} more exchanges not shown")
             continue
+        if entry.get("phase") == "setup" and _succeeded(entry):
+            lines.append(_render_setup(n, entry))
+            continue
         lines.extend(_render_exchange(n, entry))
     return "\n".join(lines)
 
 
+def _succeeded(e: dict[str, Any]) -> bool:
+    if e["protocol"] == "grpc":
+        return e.get("grpc_code") == "OK"
+    return e.get("status") is not None and int(e["status"]) < 400
+
+
+def _render_setup(n: int, e: dict[str, Any]) -> str:
+    kind = _KIND.get(e["protocol"], e["protocol"])
+    outcome = e["grpc_code"] if e["protocol"] == "grpc" else e["status"]
+    return f"#{n} +{e['at']:.3f}s setup: {kind} {e['method']} {e['url']} → {outcome}"
+
+
 def _render_exchange(n: int, e: dict[str, Any]) -> list[str]:
-    kind = {"http": "HTTP", "sse": "SSE", "grpc": "gRPC"}.get(e["protocol"], e["protocol"])
+    kind = _KIND.get(e["protocol"], e["protocol"])
     label = f" [{e['label']}]" if e.get("label") else ""
     if e["protocol"] == "grpc":
         lines = [f"#{n} +{e['at']:.3f}s {kind} {e['method']} → {e['url']}{label}"]

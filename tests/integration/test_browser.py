@@ -3,7 +3,6 @@ events rendered, reconnection with Last-Event-ID across a server restart, `end` 
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,25 +15,13 @@ from reference_server.app import Server
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Flags for a sandboxed, offline machine (no background network, no GPU); see README.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
 
 @pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
-    playwright_api = pytest.importorskip("playwright.async_api")
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        # The page forbids eval (CSP); Playwright needs it for wait_for_function.
-        page = await browser.new_page(bypass_csp=True)
-        yield page
-        await browser.close()
+async def page(chromium: Any) -> AsyncIterator[Any]:
+    # The page forbids eval (CSP); Playwright needs it for wait_for_function.
+    page = await chromium.new_page(bypass_csp=True)
+    yield page
+    await page.close()
 
 
 async def _open_demo(page: Any, world: TenantWorld, base: str, wf: str) -> None:

@@ -72,6 +72,18 @@ def test_a_transcript_is_relative_to_the_first_request_and_bounded() -> None:
     assert sse["frames"][0] == first
 
 
+def test_successful_provisioning_by_fixtures_takes_one_line() -> None:
+    failed_setup = token_exchange(1.2)
+    failed_setup.status = 403
+    entries = transcript([token_exchange(1.0), failed_setup, sse_exchange(1.5)], setup=2)
+    assert [e["phase"] for e in entries] == ["setup", "setup", "case"]
+    lines = render(entries).splitlines()
+    assert lines[0] == (
+        "#1 +0.000s setup: HTTP POST http://127.0.0.1:8080/api/admin/tenants/t-1/tokens → 201"
+    )
+    assert lines[1].startswith("#2 +0.200s HTTP POST") and lines[3] == "   < 403"
+
+
 def test_issued_tokens_never_reach_a_transcript() -> None:
     entries = transcript([token_exchange(1.0)])
     assert SECRET not in repr(entries)
