@@ -62,6 +62,32 @@ async def test_published_events_appear_and_end_stops_reconnecting(
     assert after == before, "the browser reconnected after `end`"
 
 
+@pytest.mark.parametrize(
+    ("payload", "percent", "shown"),
+    [
+        ("40", 40, "40%"),
+        ("0.25", 25, "25%"),
+        ('{"progress": 0.5, "step": "indexing"}', 50, "50%"),
+        ('{"progress": 75}', 75, "75%"),
+        ("250", 100, "100%"),
+    ],
+)
+async def test_progress_is_a_number_or_json_with_a_progress_field(
+    page: Any, world: TenantWorld, server: Server, payload: str, percent: int, shown: str
+) -> None:
+    wf = await world.workflow()
+    task = await world.task(wf)
+    await _open_demo(page, world, server.http_url, wf)
+    text = "document.getElementById('progress-text').textContent"
+    async with world.publisher() as pub:
+        await pub.progress(payload, workflow_id=wf, task_id=task)
+        await page.wait_for_function(f"{text} === {shown!r}")
+        assert await page.eval_on_selector("#progress", "e => e.value") == percent
+        await pub.progress("not a number", workflow_id=wf, task_id=task)
+        await page.wait_for_function(f"{text} === 'not a number'")
+    assert await page.eval_on_selector("#progress", "e => e.value") == percent  # unchanged
+
+
 @pytest.fixture
 async def cluster() -> AsyncIterator[ReferenceCluster]:
     async with ReferenceCluster(instances=2, nats=True, settings={"keepalive_interval": 1}) as c:
