@@ -18,10 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from reference_server import cli
 
-    from .defects import apply
+    from .defects import extension
 
-    apply(args[0])
-    return cli.main(args[1:])
+    return cli.main(args[1:], extension=extension(args[0]))
 
 
 if __name__ == "__main__":

@@ -1,206 +1,192 @@
-"""The defects, each a small monkeypatch of the reference server applied before it starts.
+"""The defects, each an `Extension` of the reference server that breaks one rule of SPEC.md.
 
-A variant *is* a server, launched as its own process; the suite talks to it only over the
-wire. Each patch wraps the reference behaviour and breaks exactly one rule of SPEC.md.
+A variant *is* a server, launched as its own process; the suite talks to it only over the wire.
+Each defect replaces one public part through `reference_server.extensions` — a policy on
+`ServerContext.policies`, the stream session class, a bus wrapper, the authenticator or a
+setting — and reuses the reference behaviour for everything else. How to write a new one:
+
+- a rule (who may stream, cursors, publish ownership, SSE frames and headers): subclass
+  `AccessPolicy`, `CursorPolicy`, `PublishPolicy` or `SseFraming`, override one method, and pass
+  an instance to `Defect(...)`;
+- how a stream is served (e.g. keep the connection open after `end`, drop what arrives during the
+  replay, replay an expired cursor without `gap`): subclass `StreamSession` and override `write`,
+  `pump`, `take` or `plan`, then `Defect(session=...)`;
+- what the bus delivers (e.g. reorder a burst, drop end markers): subclass `BusWrapper`, override
+  the method, then `Defect(bus=...)`;
+- a setting: `Defect(settings={...})`.
+
+Then add the name to `DEFECTS` below and to `conformance.variants` with the requirements that
+must catch it.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from reference_server import http_streams, settings, sse_writer
 from reference_server.auth import ADMIN, Authenticator, Principal
-from reference_server.bus import DescendantCreated, End, Notice
-from reference_server.bus_memory import InMemoryBus
-from reference_server.context import ServerContext
-from reference_server.errors import PermissionDenied, Unauthenticated
-from reference_server.events import StreamEventType, TaskStreamEvent
-from reference_server.grpc_service import TaskExecutionService
-from reference_server.store import Store
-from reference_server.streams import StreamRegistry
+from reference_server.bus import Bus, End
+from reference_server.errors import Unauthenticated
+from reference_server.events import workflow_key
+from reference_server.extensions import BusWrapper, Extension
+from reference_server.http_streams import StreamPlan, StreamSession
+from reference_server.policies import AccessPolicy, CursorPolicy, Policies, PublishPolicy
+from reference_server.settings import Settings
+from reference_server.sse import SseFraming
 
 
-def _settings_override(**changes: Any) -> None:
-    original = settings.from_sources
+class Defect(Extension):
+    """An extension built from the parts it replaces; everything else is the reference's."""
 
-    def from_sources(args: argparse.Namespace, environ: Mapping[str, str]) -> settings.Settings:
-        return original(args, environ).with_changes(**changes)
+    def __init__(
+        self,
+        *,
+        settings: dict[str, Any] | None = None,
+        policies: dict[str, Any] | None = None,
+        bus: Callable[[Bus], Bus] | None = None,
+        authenticator: type[Authenticator] | None = None,
+    ) -> None:
+        self._settings = settings or {}
+        self._policies = policies or {}
+        self._bus = bus
+        if authenticator is not None:
+            self.authenticator = authenticator
 
-    settings.from_sources = from_sources
+    def settings(self, settings: Settings) -> Settings:
+        return settings.with_changes(**self._settings) if self._settings else settings
+
+    def policies(self, policies: Policies) -> Policies:
+        return dataclasses.replace(policies, **self._policies)
+
+    def bus(self, bus: Bus) -> Bus:
+        return self._bus(bus) if self._bus is not None else bus
 
 
-def tenant_check_skipped() -> None:
-    check_token, plan = http_streams._check_token, http_streams._plan
+class TenantBlindAccess(AccessPolicy):
+    """tenant-check-skipped: neither the token's tenant nor the execution's owner is checked."""
 
-    def _check_token(
-        principal: Principal, tenant_slug: str, kind: str, target_id: uuid.UUID
+    def check_token(
+        self, principal: Principal, tenant_slug: str, kind: str, target_id: uuid.UUID
     ) -> None:
         principal = dataclasses.replace(principal, tenant_slug=tenant_slug)
-        check_token(principal, tenant_slug, kind, target_id)
+        super().check_token(principal, tenant_slug, kind, target_id)
 
-    async def _plan(
-        ctx: ServerContext,
-        principal: Principal,
-        tenant_slug: str,
-        kind: str,
-        target_id: uuid.UUID,
-    ) -> http_streams._Plan:
-        owner = await (
-            ctx.directory.task(target_id) if kind == "task" else ctx.directory.workflow(target_id)
-        )
-        if owner is not None and principal.tenant_id is not None:
-            principal = dataclasses.replace(principal, tenant_id=owner.tenant_id)
-        return await plan(ctx, principal, tenant_slug, kind, target_id)
-
-    http_streams._check_token = _check_token
-    http_streams._plan = _plan
+    def check_owner(self, owner_tenant: uuid.UUID, tenant_id: uuid.UUID, noun: str) -> None:
+        return None
 
 
-def any_token_accepted() -> None:
-    authenticate = Authenticator.authenticate
+class AnyTokenAuthenticator(Authenticator):
+    """any-token-accepted: a token that fails authentication counts as the admin's."""
 
-    async def accept_anything(self: Authenticator, token: str | None) -> Principal:
+    async def authenticate(self, token: str | None) -> Principal:
         try:
-            return await authenticate(self, token)
+            return await super().authenticate(token)
         except Unauthenticated:
             return ADMIN
 
-    Authenticator.authenticate = accept_anything  # type: ignore[method-assign]
+
+class BlankKeepalive(SseFraming):
+    """no-keepalive: a blank line dispatches nothing and is no comment."""
+
+    def keepalive(self) -> bytes:
+        return b"\n"
 
 
-def no_keepalive() -> None:
-    # A blank line dispatches nothing and is no comment: the connection carries no keep-alive.
-    http_streams.encode_comment = lambda text: b"\n"  # type: ignore[attr-defined]
+class RootOnlySession(StreamSession):
+    """consolidated-without-children: a consolidated stream covers its root workflow only and
+    does not grow when a descendant appears."""
+
+    async def plan(
+        self, principal: Principal, tenant_slug: str, target_id: uuid.UUID
+    ) -> StreamPlan:
+        plan = await super().plan(principal, tenant_slug, target_id)
+        if plan.tree is None:
+            return plan
+        return dataclasses.replace(plan, keys=[workflow_key(str(plan.target_id))], tree=None)
 
 
-def idle_timeout_ignored() -> None:
-    _settings_override(idle_timeout=1e9)
+class RawNewlineFraming(SseFraming):
+    """payload-newlines-raw: data goes out on one `data:` line, line breaks and all."""
 
-
-def consolidated_without_children() -> None:
-    on_notice = StreamRegistry.on_notice
-
-    async def descendants(self: Store, workflow_id: uuid.UUID) -> list[uuid.UUID]:
-        return []
-
-    async def ignore_descendants(self: StreamRegistry, notice: Notice) -> None:
-        if not isinstance(notice, DescendantCreated):
-            await on_notice(self, notice)
-
-    Store.descendants = descendants  # type: ignore[method-assign]
-    StreamRegistry.on_notice = ignore_descendants  # type: ignore[method-assign]
-
-
-def payload_newlines_raw() -> None:
-    def encode_event(event: str, data: str, event_id: str | None = None) -> bytes:
+    def event(self, event: str, data: str, event_id: str | None = None) -> bytes:
         head = f"id: {event_id}\n" if event_id is not None else ""
         return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
-    http_streams.encode_event = encode_event  # type: ignore[attr-defined]
-    sse_writer.encode_event = encode_event  # type: ignore[attr-defined]  # event frames
+
+class PlainTextFraming(SseFraming):
+    """wrong-content-type: the stream is labelled text/plain."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {**super().headers, "Content-Type": "text/plain; charset=utf-8"}
 
 
-def wrong_content_type() -> None:
-    http_streams.SSE_HEADERS["Content-Type"] = "text/plain; charset=utf-8"
+class AnyTenantPublish(PublishPolicy):
+    """cross-tenant-publish: a worker publishes to any tenant's executions."""
+
+    def check_owner(self, principal: Principal, owner_tenant: uuid.UUID, noun: str) -> None:
+        return None
 
 
-def cross_tenant_publish() -> None:
-    accept = TaskExecutionService._accept
+class OffByOneCursor(CursorPolicy):
+    """cursor-off-by-one: resuming repeats the event the client already has."""
 
-    async def accept_any_tenant(self: TaskExecutionService, request: Any, context: Any) -> Any:
-        try:
-            return await accept(self, request, context)
-        except PermissionDenied as error:
-            if "another tenant" not in error.detail:
-                raise
-            return TaskStreamEvent(
-                task_execution_id=request.task_execution_id,
-                workflow_execution_id=request.workflow_execution_id,
-                sequence=request.sequence,
-                event_type=StreamEventType(request.type),
-                payload=request.payload,
-                timestamp_ms=request.timestamp_ms,
-                published_at_ms=int(time.time() * 1000),
-            )
-
-    TaskExecutionService._accept = accept_any_tenant  # type: ignore[method-assign]
-
-
-def cursor_off_by_one() -> None:
-    cursor = http_streams._cursor
-
-    def _cursor(request: web.Request) -> tuple[int | None, bool]:
-        after, from_start = cursor(request)
+    def parse(self, request: web.Request) -> tuple[int | None, bool]:
+        after, from_start = super().parse(request)
         return (after - 1 if after is not None and after > 0 else after), from_start
 
-    http_streams._cursor = _cursor
 
+class UserTokenInUrl(AccessPolicy):
+    """user-token-in-url: any token is accepted in `access_token`."""
 
-def user_token_in_url() -> None:
-    authenticate = http_streams._authenticate
-
-    async def _authenticate(request: web.Request, ctx: ServerContext) -> Principal:
+    async def principal(self, request: web.Request, auth: Authenticator) -> Principal:
         token = request.query.get("access_token")
         if request.headers.get("Authorization") is None and token:
-            return await ctx.auth.authenticate(token)
-        return await authenticate(request, ctx)
-
-    http_streams._authenticate = _authenticate
+            return await auth.authenticate(token)
+        return await super().principal(request, auth)
 
 
-def stream_token_unscoped() -> None:
-    check_token = http_streams._check_token
+class UnscopedStreamToken(AccessPolicy):
+    """stream-token-unscoped: a stream token opens any stream of its tenant."""
 
-    def _check_token(
-        principal: Principal, tenant_slug: str, kind: str, target_id: uuid.UUID
+    def check_token(
+        self, principal: Principal, tenant_slug: str, kind: str, target_id: uuid.UUID
     ) -> None:
         if principal.kind == "stream":
             principal = dataclasses.replace(
                 principal, scope_workflow_id=target_id, scope_task_id=target_id
             )
-        check_token(principal, tenant_slug, kind, target_id)
-
-    http_streams._check_token = _check_token
+        super().check_token(principal, tenant_slug, kind, target_id)
 
 
-def no_end_event() -> None:
-    async def publish_end(self: object, stream_key: str, end: End) -> None:
+class NoEndBus(BusWrapper):
+    """no-end-event: completing an execution publishes no end marker."""
+
+    async def publish_end(self, stream_key: str, end: End) -> None:
         return None
 
-    InMemoryBus.publish_end = publish_end  # type: ignore[method-assign]
-    from reference_server.bus_nats import NatsBus
 
-    NatsBus.publish_end = publish_end  # type: ignore[method-assign]
-
-
-def no_eviction() -> None:
-    _settings_override(subscriber_buffer=10**9)
-
-
-PATCHES: dict[str, Callable[[], None]] = {
-    "tenant-check-skipped": tenant_check_skipped,
-    "any-token-accepted": any_token_accepted,
-    "no-keepalive": no_keepalive,
-    "idle-timeout-ignored": idle_timeout_ignored,
-    "consolidated-without-children": consolidated_without_children,
-    "payload-newlines-raw": payload_newlines_raw,
-    "wrong-content-type": wrong_content_type,
-    "cross-tenant-publish": cross_tenant_publish,
-    "cursor-off-by-one": cursor_off_by_one,
-    "user-token-in-url": user_token_in_url,
-    "stream-token-unscoped": stream_token_unscoped,
-    "no-end-event": no_end_event,
-    "no-eviction": no_eviction,
+DEFECTS: dict[str, Defect] = {
+    "tenant-check-skipped": Defect(policies={"access": TenantBlindAccess()}),
+    "any-token-accepted": Defect(authenticator=AnyTokenAuthenticator),
+    "no-keepalive": Defect(policies={"framing": BlankKeepalive()}),
+    "idle-timeout-ignored": Defect(settings={"idle_timeout": 1e9}),
+    "consolidated-without-children": Defect(policies={"session": RootOnlySession}),
+    "payload-newlines-raw": Defect(policies={"framing": RawNewlineFraming()}),
+    "wrong-content-type": Defect(policies={"framing": PlainTextFraming()}),
+    "cross-tenant-publish": Defect(policies={"publish": AnyTenantPublish()}),
+    "cursor-off-by-one": Defect(policies={"cursor": OffByOneCursor()}),
+    "user-token-in-url": Defect(policies={"access": UserTokenInUrl()}),
+    "stream-token-unscoped": Defect(policies={"access": UnscopedStreamToken()}),
+    "no-end-event": Defect(bus=NoEndBus),
+    "no-eviction": Defect(settings={"subscriber_buffer": 10**9}),
 }
 
 
-def apply(name: str) -> None:
-    """Apply the defect `name` to the (not yet started) reference server."""
-    PATCHES[name]()
+def extension(name: str) -> Extension:
+    """The reference server with the defect `name`, to pass to `reference_server.cli.main`."""
+    return DEFECTS[name]

@@ -1,28 +1,24 @@
-"""Small wire-level helpers for the cases: gRPC status names, one-shot HTTP answers, metrics,
-and a raw-socket subscriber that never reads (a stalled client)."""
+"""Small helpers for the cases: gRPC status names, one-shot HTTP answers, metrics, waiting for
+events. How bytes are framed on the wire is :mod:`harness.wire`'s business, not this module's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 import grpc
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from harness.admin import fetch_metrics
-from harness.sse import SSEEvent, SSEParser
 from harness.sse_client import SSEStream, StreamClosed
-from harness.wire.chunked import ChunkedDecoder, ChunkedError
-from harness.wire.http_client import request
-from harness.wire.observe import Watch
+from harness.wire.aio import request
+from harness.wire.sse import SSEEvent
 
 from .checks import Band, Mismatch, expect
 
@@ -94,127 +90,6 @@ def metric_sum(samples: Mapping[str, float], name: str) -> float | None:
     """The sum of a sample name over its labels; None when absent."""
     values = [v for k, v in samples.items() if k == name or k.startswith(name + "{")]
     return sum(values) if values else None
-
-
-@dataclass(frozen=True, slots=True)
-class Drained:
-    """What a stalled subscriber finally read: how many data events, and how it ended."""
-
-    events: int
-    ended: bool  # the server ended the connection (end of body or reset)
-    how: str
-
-
-class StalledSubscriber:
-    """An SSE request on a raw socket with a tiny receive buffer, then no reading at all: the
-    server's writes back up as they would behind a frozen browser tab."""
-
-    def __init__(
-        self, sock: socket.socket, status: int, leftover: bytes, chunked: bool, watch: Watch
-    ) -> None:
-        self._sock = sock
-        self.status = status
-        self._watch = watch
-        self._received = len(leftover)
-        self._dechunk = ChunkedDecoder() if chunked else None
-        self._parser = (
-            SSEParser(watch.frame, watch.exchange.started) if watch.active else SSEParser()
-        )
-        self._events = 0
-        self._bad_chunking = False
-        self._take(leftover)
-
-    @classmethod
-    async def open(cls, url: str, token: str, *, receive_buffer: int = 4096) -> StalledSubscriber:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None:
-            raise ValueError(f"a stalled subscriber needs a plain http:// URL, not {url}")
-        port = parts.port or 80
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        sock = socket.socket(socket.AF_INET6 if ":" in parts.hostname else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect
-        sock.setblocking(False)
-        loop = asyncio.get_running_loop()
-        sent = [
-            ("Host", parts.netloc),
-            ("Authorization", f"Bearer {token}"),
-            ("Accept", "text/event-stream"),
-        ]
-        watch = Watch("sse", "GET", url, sent, label="stalled reader")
-        try:
-            await loop.sock_connect(sock, (parts.hostname, port))
-            request = f"GET {path} HTTP/1.1\r\n"
-            request += "".join(f"{name}: {value}\r\n" for name, value in sent) + "\r\n"
-            await loop.sock_sendall(sock, request.encode())
-            head = b""
-            async with asyncio.timeout(10):
-                while b"\r\n\r\n" not in head:
-                    chunk = await loop.sock_recv(sock, 4096)
-                    if not chunk:
-                        break
-                    head += chunk
-        except BaseException as exc:
-            watch.end("timeout" if isinstance(exc, TimeoutError) else "reset")
-            sock.close()
-            raise
-        raw_headers, _, leftover = head.partition(b"\r\n\r\n")
-        lines = raw_headers.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
-        headers: CIMultiDict[str] = CIMultiDict()
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers.add(name.strip(), value.strip())
-        watch.response(status, headers.items())
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        return cls(sock, status, leftover, chunked, watch)
-
-    async def drain(self, *, events: int, event_size: int, timeout: float) -> Drained:
-        """Read until the server ends the connection, all `events` (of about `event_size` bytes
-        each) arrived, or `timeout` passes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        ended, how = False, f"still open after {timeout:.0f} s"
-        while True:
-            if self._received >= events * event_size and self._events >= events:
-                how = "delivered the whole burst"
-                break
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    chunk = await loop.sock_recv(self._sock, 1 << 20)
-            except TimeoutError:
-                break
-            except OSError as error:
-                ended, how = True, f"reset ({error.__class__.__name__})"
-                self._watch.end("reset")
-                break
-            if not chunk:
-                ended, how = True, "end of body"
-                done = self._dechunk is not None and self._dechunk.done
-                self._watch.end("terminating-chunk" if done else "eof")
-                break
-            self._received += len(chunk)
-            self._take(chunk)
-        return Drained(self._events, ended, how)
-
-    def _take(self, chunk: bytes) -> None:
-        if self._bad_chunking:
-            return
-        if self._dechunk is not None:
-            try:
-                chunk = self._dechunk.feed(chunk)
-            except ChunkedError:  # events are counted up to the first bad chunk
-                self._bad_chunking = True
-                return
-        kinds = ("token", "progress", "data", "error")
-        self._events += sum(1 for e in self._parser.feed(chunk) if e.event in kinds)
-
-    def close(self) -> None:
-        self._watch.end("client-close")
-        with contextlib.suppress(OSError):
-            self._sock.close()
 
 
 def describe(value: Any) -> str:

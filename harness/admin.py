@@ -16,7 +16,7 @@ from typing import Any, Self
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.wire.http_client import request
+from harness.wire.aio import request
 
 
 class ApiError(Exception):

@@ -1,4 +1,4 @@
-"""Async SSE client for tests and tools, built on aiohttp and :mod:`harness.sse`.
+"""Async SSE client for tests and tools, built on aiohttp and :mod:`harness.wire.sse`.
 
 Unlike a browser ``EventSource`` it never reconnects on its own and never hides a
 failed response: tests need to see exactly what the server did (status, headers,
@@ -11,15 +11,16 @@ import asyncio
 import enum
 import json
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from harness.sse import SSEComment, SSEEvent, SSEParser
-from harness.wire.observe import EndHow, Watch
+from harness.wire.aio import Opened, Opening, body_end, open_stream
+from harness.wire.http1 import sse_headers
+from harness.wire.sse import SSEComment, SSEEvent, SSEParser
 
 __all__ = ["SSEStream", "StreamClosed"]
 
@@ -39,37 +40,6 @@ class _Sentinel(enum.Enum):
 _CLOSED: Final = _Sentinel.CLOSED
 
 
-class _OpenContext:
-    """Result of :meth:`SSEStream.open`: await it, or use it as ``async with``.
-
-    The coroutine is created lazily so that an unused opener never triggers a
-    "coroutine was never awaited" warning.
-    """
-
-    __slots__ = ("_kwargs", "_stream", "_url")
-
-    def __init__(self, url: str, kwargs: dict[str, Any]) -> None:
-        self._url = url
-        self._kwargs = kwargs
-        self._stream: SSEStream | None = None
-
-    def __await__(self) -> Generator[Any, None, SSEStream]:
-        return SSEStream._open(self._url, **self._kwargs).__await__()
-
-    async def __aenter__(self) -> SSEStream:
-        self._stream = await SSEStream._open(self._url, **self._kwargs)
-        return self._stream
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._stream is not None:
-            await self._stream.close()
-
-
 class SSEStream:
     """One SSE connection: status/headers up front, then queued events and comments.
 
@@ -83,23 +53,21 @@ class SSEStream:
         *,
         url: str,
         request_headers: Mapping[str, str],
-        response: aiohttp.ClientResponse,
+        opened: Opened,
         session: aiohttp.ClientSession,
         owns_session: bool,
         token: str | None,
         extra_headers: Mapping[str, str] | None,
         timeout: float,
         sent_last_event_id: str | None,
-        opened_at: float,
-        body_text: str | None,
-        watch: Watch,
     ) -> None:
+        response = opened.response
         self.url = url
         self.request_headers: Mapping[str, str] = dict(request_headers)
         self.status: int = response.status
         self.headers: CIMultiDictProxy[str] = response.headers
-        self.body_text = body_text
-        self.opened_at = opened_at
+        self.body_text = opened.body_text
+        self.opened_at = opened.opened_at
         self.sent_last_event_id = sent_last_event_id
         self.events_received: list[SSEEvent] = []
         self.closed_event = asyncio.Event()
@@ -110,10 +78,8 @@ class SSEStream:
         self._token = token
         self._extra_headers = dict(extra_headers) if extra_headers is not None else None
         self._timeout = timeout
-        self._watch = watch
-        self._parser = (
-            SSEParser(watch.frame, origin=watch.exchange.started) if watch.active else SSEParser()
-        )
+        self._watch = watch = opened.watch
+        self._parser = SSEParser.watched(watch)
         self._queue: asyncio.Queue[SSEEvent | _Sentinel] = asyncio.Queue()
         self._changed = asyncio.Event()  # replaced on every change; see _notify()
         self._reader: asyncio.Task[None] | None = None
@@ -137,7 +103,7 @@ class SSEStream:
         headers: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 10.0,
-    ) -> _OpenContext:
+    ) -> Opening[SSEStream]:
         """Connect to ``url``; ``await`` the result or use it in ``async with``.
 
         Never raises for an HTTP error status, because asserting on the error response
@@ -152,7 +118,7 @@ class SSEStream:
             "session": session,
             "timeout": timeout,
         }
-        return _OpenContext(url, kwargs)
+        return Opening(lambda: cls._open(url, **kwargs))
 
     @classmethod
     async def _open(
@@ -165,54 +131,12 @@ class SSEStream:
         session: aiohttp.ClientSession | None,
         timeout: float,
     ) -> SSEStream:
-        request_headers: dict[str, str] = {
-            "Accept": "text/event-stream",
-            "Cache-Control": "no-cache",
-        }
-        if headers is not None:
-            request_headers.update(headers)
-        if token is not None:
-            request_headers["Authorization"] = f"Bearer {token}"
-        if last_event_id is not None:
-            request_headers["Last-Event-ID"] = last_event_id
+        request_headers = sse_headers(token, last_event_id, headers)
         owns_session = session is None
         http = aiohttp.ClientSession() if session is None else session
-        response: aiohttp.ClientResponse | None = None
-        watch = Watch("sse", "GET", url, request_headers.items())
         try:
-            async with asyncio.timeout(timeout):
-                # total=None: the session default (5 min) would cut long-lived streams.
-                response = await http.get(
-                    url,
-                    headers=request_headers,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout),
-                )
-                opened_at = time.monotonic()
-                body_text: str | None = None
-                if response.status != 200:
-                    body = await response.read()
-                    body_text = body.decode(response.get_encoding(), errors="replace")
-                watch.response(response.status, response.headers.items(), body_text)
-                if response.status != 200:
-                    watch.end(_body_end(response))
-            return cls(
-                url=url,
-                request_headers=request_headers,
-                response=response,
-                session=http,
-                owns_session=owns_session,
-                token=token,
-                extra_headers=headers,
-                timeout=timeout,
-                sent_last_event_id=last_event_id,
-                opened_at=opened_at,
-                body_text=body_text,
-                watch=watch,
-            )
+            opened = await open_stream(http, url, request_headers, timeout)
         except BaseException as exc:
-            watch.end(_failure_end(exc))
-            if response is not None:
-                response.close()
             if owns_session:
                 await http.close()
             if isinstance(exc, TimeoutError):
@@ -220,6 +144,17 @@ class SSEStream:
                     f"SSE open {url}: no response headers within {timeout}s"
                 ) from None
             raise
+        return cls(
+            url=url,
+            request_headers=request_headers,
+            opened=opened,
+            session=http,
+            owns_session=owns_session,
+            token=token,
+            extra_headers=headers,
+            timeout=timeout,
+            sent_last_event_id=last_event_id,
+        )
 
     async def reconnect(self, **overrides: Any) -> SSEStream:
         """Open the same URL again, resuming from the last event id seen.
@@ -415,7 +350,7 @@ class SSEStream:
                 if events or len(self._parser.comments) != comments_before:
                     self._notify()
             self._parser.close()
-            self._watch.end(_body_end(self._response))
+            self._watch.end(body_end(self._response))
             self._response.release()
         except asyncio.CancelledError:
             raise
@@ -446,17 +381,3 @@ class SSEStream:
         else:
             why = "ended by server"
         return f"SSE {self.url}: stream closed ({why}) after {len(self.events_received)} events"
-
-
-def _body_end(response: aiohttp.ClientResponse) -> EndHow:
-    """How a body that ended normally ended: a chunked one by its terminating chunk."""
-    chunked = "chunked" in response.headers.get("Transfer-Encoding", "").lower()
-    return "terminating-chunk" if chunked else "eof"
-
-
-def _failure_end(exc: BaseException) -> EndHow:
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, asyncio.CancelledError):
-        return "client-close"
-    return "reset"

@@ -8,14 +8,13 @@ live), prints `READY {json}`, then obeys commands on stdin: `go` (publishers sta
 (subscribers zero their counters), `stop` (finish); it ends with one line `RESULT {json}`.
 Publishers also finish on their own once their duration or count is done; every role has a
 hard deadline (`max_seconds`) so that nothing outlives a crashed bench. Subscribers use the
-counting client of `sse_count`.
+counting client of `harness.wire.counting` (see `sse_count`).
 """
 
 from __future__ import annotations
 
 import array
 import asyncio
-import contextlib
 import itertools
 import json
 import sys
@@ -26,8 +25,9 @@ from typing import Any
 import grpc
 
 from harness.publisher import Publisher, build_request
+from harness.wire.stalled import StalledReader
 
-from .sse_count import Receipts, open_many, open_sse, percentiles
+from .sse_count import Receipts, open_many, percentiles
 
 Config = dict[str, Any]
 
@@ -77,19 +77,18 @@ async def _settle(receipts: Receipts, expected: int | None, idle: float) -> None
 async def role_stall(cfg: Config, commands: asyncio.StreamReader) -> dict[str, Any]:
     """One subscriber that stops reading after the headers. At `stop`, report whether the server
     dropped it (the contract: a slow subscriber is disconnected, never buffered without bound)."""
-    receipts = Receipts(latencies=False)
-    conn = await open_sse(cfg["urls"][0], cfg.get("token"), receipts, paused=True)
+    stalled = await StalledReader.open(cfg["urls"][0], cfg.get("token"), timeout=30)
+    if stalled.status != 200:
+        stalled.close()
+        raise ConnectionError(f"{cfg['urls'][0]}: HTTP {stalled.status}")
     _ready({"open": 1})
     async for command in _commands(commands, cfg):
         if command == "stop":
             break
-    if conn.transport is not None and not conn.lost.done():
-        conn.transport.resume_reading()  # read what is buffered; an evicted stream then ends
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(conn.lost, float(cfg.get("drain_seconds", 5)))
-    evicted = conn.lost.done()
-    conn.close()
-    return {"evicted": evicted, "bytes_received": conn.received}
+    # Read what is buffered; an evicted stream then ends.
+    drained = await stalled.drain(timeout=float(cfg.get("drain_seconds", 5)))
+    stalled.close()
+    return {"evicted": drained.ended, "bytes_received": stalled.received}
 
 
 # -- gRPC publishers ------------------------------------------------------------------------------

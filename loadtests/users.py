@@ -24,11 +24,11 @@ from locust.env import Environment
 from locust.exception import StopUser
 
 from harness.publisher import SyncPublisher
-from harness.sse import SSEEvent
+from harness.wire.blocking import HTTPStatusError, SSEConnection
+from harness.wire.sse import SSEEvent
 
 from .scenarios import SCENARIOS, Fixture, Scenario
 from .slots import SLOTS
-from .sse_wire import HTTPStatusError, SSEConnection
 
 EVENT_NAMES = frozenset({"token", "progress", "data", "error"})
 _WORDS = ("The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".")

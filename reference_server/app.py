@@ -19,16 +19,18 @@ from grpc_reflection.v1alpha import reflection
 from taskstream_proto import task_streaming_pb2, task_streaming_pb2_grpc
 
 from . import http_admin, http_meta, http_streams
-from .auth import ADMIN_PREFIX, Authenticator
+from .auth import ADMIN_PREFIX
 from .bus import Bus, Notice, TokenRevoked
 from .bus_memory import InMemoryBus
 from .context import CONTEXT, ServerContext
 from .directory import Directory
 from .errors import Unavailable
+from .extensions import Extension
 from .grpc_service import TaskExecutionService
 from .http_problems import add_request_id, problem_middleware
 from .metrics import Metrics
 from .pg_embedded import EmbeddedPostgres
+from .policies import Policies
 from .settings import Settings
 from .store import Store
 from .streams import StreamRegistry
@@ -55,9 +57,9 @@ def create_app(ctx: ServerContext) -> web.Application:
 async def create_bus(settings: Settings) -> Bus:
     """In-memory unless a NATS URL is configured (the seed's `nats.enabled`)."""
     if settings.nats_enabled:
-        from .bus_nats import NatsBus
+        from .bus_nats import open_nats_bus
 
-        return NatsBus(settings)
+        return open_nats_bus(settings)
     return InMemoryBus(
         replay_max_events=settings.replay_max_events,
         replay_max_age=settings.replay_max_age,
@@ -68,9 +70,12 @@ async def create_bus(settings: Settings) -> Bus:
 class Server:
     """One instance: `async with Server(settings) as server:` serves until the block ends.
 
-    Ports 0 pick free ones; `http_url` and `grpc_address` tell which."""
+    Ports 0 pick free ones; `http_url` and `grpc_address` tell which. An `extension` replaces
+    parts of it (see `extensions`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, extension: Extension | None = None) -> None:
+        self.extension = extension if extension is not None else Extension()
+        settings = self.extension.settings(settings)
         if settings.admin_token is None:
             settings = settings.with_changes(admin_token=ADMIN_PREFIX + secrets.token_urlsafe(32))
         self.settings = settings
@@ -117,7 +122,7 @@ class Server:
             url = await self._pg.start()
         store = await Store.connect(url)
         self._exit.push_async_callback(store.close)
-        bus = await create_bus(s)
+        bus = self.extension.bus(await create_bus(s))
         await bus.start()
         self._exit.push_async_callback(bus.close)
         assert s.admin_token is not None
@@ -126,10 +131,11 @@ class Server:
             settings=s,
             store=store,
             bus=bus,
-            auth=Authenticator(store, s.admin_token, cache_ttl=s.token_cache_ttl),
+            auth=self.extension.authenticator(store, s.admin_token, cache_ttl=s.token_cache_ttl),
             directory=Directory(store, s.ownership_cache_size),
             metrics=metrics,
             streams=StreamRegistry(bus, s.max_streams_per_tenant),
+            policies=self.extension.policies(Policies()),
         )
         self.ctx = ctx
         bus.on_notice(self._on_notice)

@@ -133,9 +133,6 @@ class Authenticator:
             horizon = now - 2 * self._ttl
             self._revoked = {k: t for k, t in self._revoked.items() if t > horizon}
 
-    def is_revoked(self, token_id: uuid.UUID | None) -> bool:
-        return token_id is not None and token_id in self._revoked
-
     async def issue(
         self,
         tenant_id: uuid.UUID,

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from .events import TaskStreamEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,24 @@ Notice = TokenRevoked | DescendantCreated
 NoticeListener = Callable[[Notice], Awaitable[None]]
 
 
+class Notices:
+    """The listeners of one bus: every backend hands a notice to them through `dispatch`."""
+
+    def __init__(self) -> None:
+        self._listeners: list[NoticeListener] = []
+
+    def listen(self, listener: NoticeListener) -> None:
+        self._listeners.append(listener)
+
+    async def dispatch(self, notice: Notice) -> None:
+        """Each listener in turn; one that fails is logged and does not stop the others."""
+        for listener in list(self._listeners):
+            try:
+                await listener(notice)
+            except Exception:
+                log.exception("notice listener failed")
+
+
 class SubscriberEvicted(Exception):
     """The subscriber fell `limit` items behind; it must reconnect (and may resume)."""
 
@@ -56,52 +77,100 @@ class SubscriptionClosed(Exception):
     """The bus closed the subscription (shutdown or broker loss); the client may resume."""
 
 
+class Receiver(Protocol):
+    """The consumer a subscription reports to (the SSE stream session)."""
+
+    def take(self, delivery: Delivery) -> bool:
+        """Fast path for fan-out: write `delivery` at once (the socket is idle) and return True,
+        or return False to have it queued for `next_batch`. Only asked while nothing is queued,
+        so order is kept."""
+
+    def failed(self, error: Exception) -> None:
+        """The subscription ended with `error`, called once: lets the consumer abort a write
+        that is blocked on a stalled client."""
+
+
 class Subscription:
     """A subscriber's bounded inbox over one or more streams.
 
-    Backends call `_offer` from their fan-out; the consumer awaits `next_batch`, which hands over
-    everything queued at once so the SSE writer can send it in one write.
+    The bus feeds it through its producer side: `offer` a delivery, `fail` with the reason it
+    ends, `start_with` the replay found when subscribing, `cover` more streams, `detach` when it
+    lets go. The consumer awaits `next_batch`, which hands over everything queued at once so the
+    SSE writer can send it in one write, and `close`s it when done.
     """
 
-    def __init__(self, keys: Iterable[str], limit: int, start_cursor: int) -> None:
+    def __init__(
+        self,
+        keys: Iterable[str],
+        limit: int,
+        start_cursor: int,
+        *,
+        gap: bool = False,
+        release: Callable[[Subscription], None] | None = None,
+    ) -> None:
         self.keys: set[str] = set(keys)
         self.limit = limit
-        self.gap = False
+        self.gap = gap
         self.replay: list[Delivery] = []
         self.last_cursor = start_cursor
         self._inbox: collections.deque[Delivery] = collections.deque()
         self._wakeup = asyncio.Event()
         self._failure: Exception | None = None
-        self._detach: Callable[[Subscription], None] | None = None
-        # Called once when the subscription fails (eviction, stop): lets the consumer abort a
-        # write that is blocked on a stalled client.
-        self.on_failure: Callable[[Exception], None] | None = None
-        # Fast path for fan-out: a consumer that can take a delivery at once (its socket is
-        # idle) returns True and no task is woken for it. Only used while nothing is queued,
-        # so order is kept.
-        self.direct: Callable[[Delivery], bool] | None = None
+        self._release = release
+        self._receiver: Receiver | None = None
 
-    def _offer(self, delivery: Delivery) -> None:
+    # -- producer side (the bus) -----------------------------------------------------------------
+
+    def offer(self, delivery: Delivery) -> None:
+        """Queue `delivery` (or hand it to the receiver); evicts a subscriber `limit` behind."""
         if self._failure is not None or delivery.cursor <= self.last_cursor:
             return  # already failed, or replayed before the live feed caught up
-        if self.direct is not None and not self._inbox and self.direct(delivery):
+        receiver = self._receiver
+        if receiver is not None and not self._inbox and receiver.take(delivery):
             self.last_cursor = delivery.cursor
             return
         if len(self._inbox) >= self.limit:
-            self._fail(SubscriberEvicted(f"subscriber fell {self.limit} events behind"))
+            self.fail(SubscriberEvicted(f"subscriber fell {self.limit} events behind"))
             return
         self.last_cursor = delivery.cursor
         self._inbox.append(delivery)
         self._wakeup.set()
 
-    def _fail(self, error: Exception) -> None:
+    def fail(self, error: Exception) -> None:
+        """End the subscription with `error` (raised by `next_batch`); idempotent."""
         if self._failure is None:
             self._failure = error
             self._inbox.clear()
             self._wakeup.set()
-            self.close()
-            if self.on_failure is not None:
-                self.on_failure(error)
+            self.detach()
+            if self._receiver is not None:
+                self._receiver.failed(error)
+
+    def start_with(self, replay: list[Delivery]) -> None:
+        """The retained items the consumer gets before the live feed (oldest first)."""
+        self.replay = replay
+        if replay:
+            self.last_cursor = max(self.last_cursor, replay[-1].cursor)
+
+    def cover(self, keys: Iterable[str]) -> None:
+        """Count `keys` among the subscription's streams (the bus feeds them from now on)."""
+        self.keys.update(keys)
+
+    def detach(self) -> None:
+        """Unhook from the bus, which offers nothing more; idempotent."""
+        release, self._release = self._release, None
+        if release is not None:
+            release(self)
+
+    @property
+    def attached(self) -> bool:
+        return self._release is not None
+
+    # -- consumer side ---------------------------------------------------------------------------
+
+    def set_receiver(self, receiver: Receiver | None) -> None:
+        """Report to `receiver` (fast path and failure) from now on; None stops it."""
+        self._receiver = receiver
 
     async def next_batch(self) -> list[Delivery]:
         """Wait for deliveries (or a `poke`) and return all queued ones, maybe none."""
@@ -128,14 +197,41 @@ class Subscription:
         return self._failure
 
     def close(self) -> None:
-        """Stop receiving; idempotent."""
-        detach, self._detach = self._detach, None
-        if detach is not None:
-            detach(self)
+        """The consumer is done: stop receiving; idempotent."""
+        self.detach()
+
+
+class Fanout:
+    """Subscriptions fed together: a delivery or failure given once reaches every member. Each
+    backend fans out through it (per stream in memory, per subject or shared consumer on NATS)."""
+
+    __slots__ = ("members",)
+
+    def __init__(self) -> None:
+        self.members: set[Subscription] = set()
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, sub: Subscription) -> None:
+        self.members.add(sub)
+
+    def discard(self, sub: Subscription) -> None:
+        self.members.discard(sub)
+
+    def offer(self, delivery: Delivery) -> None:
+        for member in list(self.members):
+            member.offer(delivery)
+
+    def fail(self, error: Exception) -> None:
+        members, self.members = self.members, set()
+        for member in members:
+            member.fail(error)
 
 
 class Bus(Protocol):
-    """What the server needs from a bus; see bus_memory and bus_nats."""
+    """What the server needs from a bus: `bus_memory.InMemoryBus`, `bus_jetstream.JetStreamBus`
+    or `bus_core.CoreNatsBus` (the last two share `bus_nats.NatsLink`)."""
 
     async def start(self) -> None: ...
 

@@ -10,13 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .bus import (
-    Delivery,
-    End,
-    Notice,
-    NoticeListener,
-    Subscription,
-)
+from .bus import Delivery, End, Fanout, Notice, NoticeListener, Notices, Subscription
 from .events import TaskStreamEvent
 
 log = logging.getLogger(__name__)
@@ -25,7 +19,7 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class _Channel:
     ring: collections.deque[tuple[float, Delivery]]
-    subscribers: set[Subscription] = field(default_factory=set)
+    subscribers: Fanout = field(default_factory=Fanout)
     dropped_upto: int = 0  # highest cursor no longer retained
 
 
@@ -48,7 +42,7 @@ class InMemoryBus:
         self._channels: dict[str, _Channel] = {}
         self._cursor = 0
         self._forgotten_upto = 0  # dropped_upto of channels already cleaned up
-        self._listeners: list[NoticeListener] = []
+        self._notices = Notices()
         self._cleaner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -60,7 +54,7 @@ class InMemoryBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._cleaner
         for channel in list(self._channels.values()):
-            for sub in list(channel.subscribers):
+            for sub in list(channel.subscribers.members):
                 sub.close()
 
     @property
@@ -86,45 +80,41 @@ class InMemoryBus:
             channel.dropped_upto = channel.ring[0][1].cursor
         channel.ring.append((now, delivery))
         self._trim(channel, now)
-        for sub in list(channel.subscribers):
-            sub._offer(delivery)
+        channel.subscribers.offer(delivery)
 
     async def subscribe(
         self, keys: Sequence[str], *, after: int | None = None, from_start: bool = False
     ) -> Subscription:
-        start = self._cursor
-        sub = Subscription(keys, self._buffer, start)
+        replay: list[Delivery] = []
+        gap = False
         if after is not None or from_start:
             floor = 0 if from_start or after is None else after
-            sub.gap = not from_start and not self._placeable(keys, floor)
+            gap = not from_start and not self._placeable(keys, floor)
             # A cursor we cannot place: the client learns of the gap, then gets all we have.
-            sub.replay = self._retained(keys, 0 if sub.gap else floor)
+            replay = self._retained(keys, 0 if gap else floor)
+        sub = Subscription(keys, self._buffer, self._cursor, gap=gap, release=self._detach)
+        sub.start_with(replay)
         for key in keys:
             self._channel(key).subscribers.add(sub)
-        sub._detach = self._detach
         return sub
 
     async def add_keys(self, subscription: Subscription, keys: Sequence[str]) -> None:
         new = [k for k in keys if k not in subscription.keys]
-        if subscription._detach is None or not new:
+        if not subscription.attached or not new:
             return
         # Items of the new streams that raced ahead of the notice are delivered from the ring,
         # as long as they keep ids increasing.
         for delivery in self._retained(new, subscription.last_cursor):
-            subscription._offer(delivery)
+            subscription.offer(delivery)
+        subscription.cover(new)
         for key in new:
-            subscription.keys.add(key)
             self._channel(key).subscribers.add(subscription)
 
     async def announce(self, notice: Notice) -> None:
-        for listener in list(self._listeners):
-            try:
-                await listener(notice)
-            except Exception:
-                log.exception("notice listener failed")
+        await self._notices.dispatch(notice)
 
     def on_notice(self, listener: NoticeListener) -> None:
-        self._listeners.append(listener)
+        self._notices.listen(listener)
 
     def _channel(self, key: str) -> _Channel:
         channel = self._channels.get(key)

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 
 from . import __version__, logs, settings
 from .app import Server
+from .extensions import Extension
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, extension: Extension | None = None) -> int:
+    """Run the command in `argv`; `extension` builds a server with replaced parts."""
     parser = argparse.ArgumentParser(prog="reference-server", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -26,11 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = settings.from_sources(args, __import__("os").environ)
     logs.configure(config.log_level, config.log_json)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, extension))
     return 0
 
 
-async def _serve(config: settings.Settings) -> None:
+async def _serve(config: settings.Settings, extension: Extension | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -43,7 +45,7 @@ async def _serve(config: settings.Settings) -> None:
         config = config.with_changes(nats_url=await nats_server.start())
     generated_admin = config.admin_token is None
     try:
-        async with Server(config) as server:
+        async with Server(config, extension=extension) as server:
             if generated_admin:
                 print(f"admin token (shown once): {server.admin_token}", flush=True)
             if config.bootstrap:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -10,6 +10,7 @@ from .auth import Authenticator
 from .bus import Bus
 from .directory import Directory
 from .metrics import Metrics
+from .policies import Policies
 from .settings import Settings
 from .store import Store
 from .streams import StreamRegistry
@@ -24,6 +25,7 @@ class ServerContext:
     directory: Directory
     metrics: Metrics
     streams: StreamRegistry
+    policies: Policies = field(default_factory=Policies)
     grpc_address: str = ""
     shutting_down: bool = False
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 import grpc
 
@@ -23,6 +22,7 @@ from .errors import (
     Unauthenticated,
 )
 from .events import StreamEventType, TaskStreamEvent
+from .ids import parse_uuid
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,6 @@ GRPC_STATUS = {
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 _ACK = pb.StreamTaskDataResponse(acknowledged=True)
-
-
-def _uuid(raw: str, name: str) -> uuid.UUID:
-    try:
-        if len(raw) in (32, 36):
-            return uuid.UUID(raw)
-    except ValueError:
-        pass
-    raise InvalidArgument(f"{name} must be a UUID")
 
 
 class TaskExecutionService(pb_grpc.TaskExecutionServicer):
@@ -99,23 +90,21 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         if len(request.payload.encode()) > ctx.settings.max_payload_bytes:
             raise InvalidArgument(f"payload exceeds {ctx.settings.max_payload_bytes} bytes (UTF-8)")
         task_id = (
-            _uuid(request.task_execution_id, "task_execution_id")
+            parse_uuid(request.task_execution_id, "task_execution_id")
             if (request.task_execution_id)
             else None
         )
         if request.workflow_execution_id:
-            workflow_id = _uuid(request.workflow_execution_id, "workflow_execution_id")
-            owner, what = (
-                await ctx.directory.workflow(workflow_id),
-                f"workflow execution {workflow_id}",
-            )
+            workflow_id = parse_uuid(request.workflow_execution_id, "workflow_execution_id")
+            owner, noun = await ctx.directory.workflow(workflow_id), "workflow"
+            what = f"workflow execution {workflow_id}"
         else:
             assert task_id is not None  # both empty was refused above
-            owner, what = await ctx.directory.task(task_id), f"task execution {task_id}"
+            owner, noun = await ctx.directory.task(task_id), "task"
+            what = f"task execution {task_id}"
         if owner is None:
             raise NotFound(f"{what} not found")
-        if owner.tenant_id != principal.tenant_id:
-            raise PermissionDenied(f"the {what.split(' ')[0]} belongs to another tenant")
+        ctx.policies.publish.check_owner(principal, owner.tenant_id, noun)
         return TaskStreamEvent(
             task_execution_id=request.task_execution_id,
             workflow_execution_id=request.workflow_execution_id,

@@ -14,7 +14,7 @@ from .bus import DescendantCreated, End, TokenRevoked
 from .context import CONTEXT, ServerContext
 from .errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from .events import task_key, workflow_key
-from .http_streams import parse_uuid
+from .ids import parse_uuid
 from .store import TERMINAL_STATUSES, Execution, Tenant
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")

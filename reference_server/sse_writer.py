@@ -4,16 +4,14 @@ straight from the bus's fan-out while the socket is idle (no task wake-up per de
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import time
 
 from aiohttp import web
 
 from .bus import Delivery, End
-from .events import StreamEventType, TaskStreamEvent
+from .events import StreamEventType
 from .metrics import Metrics
-from .sse import encode_event
+from .sse import SseFraming
 
 # Above this many bytes waiting in the socket's buffer, the direct path steps aside and the
 # stream's task takes over (it awaits drain, and a stalled client ends up evicted).
@@ -27,6 +25,7 @@ class StreamWriter:
     def __init__(
         self,
         metrics: Metrics,
+        framing: SseFraming,
         *,
         target: str,
         consolidated: bool,
@@ -41,9 +40,11 @@ class StreamWriter:
         self._transport = transport
         # Set by aiohttp when it prepared the response (HTTP/1.1 without a length).
         self._chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
-        self._target = target
+        self.target = target
         self._consolidated = consolidated
         self._task_filter = task_filter
+        self._encode = framing.delivery
+        self._end = framing.end
         self._delivered = metrics.delivered_by_type
         self._latency = metrics.delivery_latency
 
@@ -56,14 +57,14 @@ class StreamWriter:
         for delivery in batch:
             item = delivery.item
             if isinstance(item, End):
-                if item.target_id == self._target:
-                    chunks.append(end_event(item, delivery.cursor))
+                if item.target_id == self.target:
+                    chunks.append(self._end(item, delivery.cursor))
                     ended = True
                     break
                 continue
             if self._task_filter is not None and item.task_execution_id != self._task_filter:
                 continue
-            chunks.append(encode_delivery(delivery, self._consolidated))
+            chunks.append(self._encode(delivery, self._consolidated))
             counts[item.event_type] = counts.get(item.event_type, 0) + 1
             if item.published_at_ms and not oldest_ms:
                 oldest_ms = item.published_at_ms
@@ -105,7 +106,7 @@ class StreamWriter:
             return False
         if self._task_filter is not None and item.task_execution_id != self._task_filter:
             return True  # not this stream's: nothing to write
-        data = encode_delivery(delivery, self._consolidated)
+        data = self._encode(delivery, self._consolidated)
         if self._chunked:  # HTTP/1.1: the framing aiohttp's writer would add
             transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
@@ -116,28 +117,3 @@ class StreamWriter:
         if item.published_at_ms:
             self._latency.observe(max(0.0, time.time() * 1000 - item.published_at_ms) / 1000)
         return True
-
-
-@functools.lru_cache(maxsize=8192)
-def encode_delivery(delivery: Delivery, consolidated: bool) -> bytes:
-    """Fan-out encodes each delivery once, not once per subscriber."""
-    event = delivery.item
-    assert isinstance(event, TaskStreamEvent)
-    if consolidated:
-        data = json.dumps(
-            {
-                "workflowExecutionId": event.workflow_execution_id,
-                "taskExecutionId": event.task_execution_id,
-                "sequence": event.sequence,
-                "data": event.payload,
-            }
-        )
-    else:
-        data = event.payload
-    return encode_event(event.event_type.sse_name, data, str(delivery.cursor))
-
-
-def end_event(end: End, cursor: int | None) -> bytes:
-    return encode_event(
-        "end", json.dumps({"status": end.status}), None if cursor is None else str(cursor)
-    )

@@ -33,7 +33,7 @@ class OpenStream:
     stream_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def stop(self, error: StreamStopped) -> None:
-        self.subscription._fail(error)
+        self.subscription.fail(error)
 
 
 class StreamRegistry:

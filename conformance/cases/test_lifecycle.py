@@ -9,8 +9,8 @@ from conformance import requirement
 from conformance.checks import Band, Mismatch, expect
 from conformance.fixtures import Facts
 from conformance.wire import new_id, payload_of
-from harness.sse import SSEEvent
 from harness.sse_client import SSEStream, StreamClosed
+from harness.wire.sse import SSEEvent
 from harness.world import TenantWorld
 
 CLOSE_AFTER_END = Band(0.0, 2.0, 5.0)

@@ -10,8 +10,9 @@ import time
 from conformance import requirement
 from conformance.checks import Band, Mismatch, expect, expect_that, informational
 from conformance.fixtures import Facts, WorldFactory
-from conformance.wire import StalledSubscriber, metric_samples, metric_sum, new_id, sse_answer
+from conformance.wire import metric_samples, metric_sum, new_id, sse_answer
 from harness.sse_client import SSEStream
+from harness.wire.stalled import StalledReader
 from harness.world import TenantWorld
 
 MAX_LIMIT_TESTED = 64
@@ -90,13 +91,13 @@ async def test_a_closed_stream_frees_its_slot(world: TenantWorld, facts: Facts) 
 
 async def _burst_with_stalled_reader(
     world: TenantWorld, events: int
-) -> tuple[StalledSubscriber, list[float]]:
+) -> tuple[StalledReader, list[float]]:
     """A stalled raw-socket subscriber, and a healthy one reading along a burst of 60 KB events;
     returns the stalled one (still open) and each event's publish→receipt latency."""
     if not world.http_url.startswith("http://"):
         informational("the stalled subscriber is a raw socket: it needs a plain http:// endpoint")
     wf = await world.workflow()
-    stalled = await StalledSubscriber.open(world.workflow_url(wf), world.user.token)
+    stalled = await StalledReader.open(world.workflow_url(wf), world.user.token)
     latencies: list[float] = []
     try:
         expect("status of the stalled subscriber's stream", stalled.status, 200)

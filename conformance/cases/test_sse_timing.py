@@ -9,8 +9,8 @@ from conformance import requirement
 from conformance.checks import Band, Mismatch, expect
 from conformance.fixtures import Facts
 from conformance.wire import new_id
-from harness.sse import SSEComment
 from harness.sse_client import SSEStream, StreamClosed
+from harness.wire.sse import SSEComment
 from harness.world import TenantWorld
 
 

@@ -1,4 +1,4 @@
-"""NatsBus against a real nats-server (JetStream): two bus instances stand for two servers."""
+"""The NATS buses (JetStream and core) on a real nats-server: two buses stand for two servers."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 
 from harness.services import EmbeddedNats, ServiceUnavailable
 from reference_server.bus import (
+    Bus,
     Delivery,
     DescendantCreated,
     End,
@@ -24,14 +25,14 @@ from reference_server.bus import (
     SubscriptionClosed,
     TokenRevoked,
 )
-from reference_server.bus_nats import NatsBus
+from reference_server.bus_nats import open_nats_bus
 from reference_server.errors import BusError
 from reference_server.events import StreamEventType, TaskStreamEvent, workflow_key
 from reference_server.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-BusFactory = Callable[..., Awaitable[NatsBus]]
+BusFactory = Callable[..., Awaitable[Bus]]
 
 
 @pytest.fixture
@@ -55,13 +56,13 @@ def stream_name() -> str:
 @pytest.fixture
 async def make_bus(broker: EmbeddedNats, stream_name: str) -> AsyncIterator[BusFactory]:
     """Started buses on the broker (one stream per test); all closed after the test."""
-    buses: list[NatsBus] = []
+    buses: list[Bus] = []
 
-    async def make(**overrides: Any) -> NatsBus:
+    async def make(**overrides: Any) -> Bus:
         values: dict[str, Any] = {
             "nats_url": broker.url, "nats_stream_name": stream_name, **overrides,
         }  # fmt: skip
-        bus = NatsBus(Settings(**values))
+        bus = open_nats_bus(Settings(**values))
         buses.append(bus)
         await bus.start()
         return bus
@@ -104,7 +105,7 @@ async def nothing_more(sub: Subscription, within: float = 0.3) -> None:
             await sub.next_batch()
 
 
-async def publish_all(bus: NatsBus, events: list[TaskStreamEvent], concurrency: int = 20) -> None:
+async def publish_all(bus: Bus, events: list[TaskStreamEvent], concurrency: int = 20) -> None:
     for i in range(0, len(events), concurrency):
         await asyncio.gather(*(bus.publish(e) for e in events[i : i + concurrency]))
 
@@ -304,7 +305,7 @@ async def test_slow_subscriber_is_evicted_without_slowing_others(make_bus: BusFa
     assert payloads(await receive(fast, 20)) == list(range(20))
 
     async def evicted() -> bool:
-        return slow.pending == 0 and slow._detach is None
+        return slow.pending == 0 and not slow.attached
 
     await eventually(evicted)
     with pytest.raises(SubscriberEvicted):
@@ -418,7 +419,7 @@ async def test_start_without_a_broker_fails_with_bus_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    bus = NatsBus(Settings(nats_url=f"nats://127.0.0.1:{port}"))
+    bus = open_nats_bus(Settings(nats_url=f"nats://127.0.0.1:{port}"))
     started = time.monotonic()
     with pytest.raises(BusError):
         await bus.start()

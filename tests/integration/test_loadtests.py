@@ -17,7 +17,6 @@ import pytest
 from harness.targets import Target
 from loadtests.embedded import target_toml
 from loadtests.report import summarize
-from loadtests.sse_wire import Dechunker
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -61,16 +60,6 @@ def test_a_violated_threshold_fails_the_run(tmp_path: Path, taskstream_target: T
                    "--taskstream-target", str(target), "--min-events-per-s", "1e9")  # fmt: skip
     assert done.returncode == 1, done.stderr[-4000:]
     assert "threshold FAIL delivered events/s" in done.stderr
-
-
-@pytest.mark.parametrize("step", [1, 2, 3, 7, 1000])
-def test_dechunker_reassembles_a_body_split_anywhere(step: int) -> None:
-    parts = [b"id: 1\n", b"event: token\r\ndata: hi\n\n"]
-    body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
-    chunks = Dechunker()
-    out = b"".join(chunks.feed(body[i : i + step]) for i in range(0, len(body), step))
-    assert out == b"".join(parts)
-    assert chunks.done
 
 
 def test_summary_judges_each_target_against_its_floor() -> None:

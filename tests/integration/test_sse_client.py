@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
-from harness.sse import SSEComment
 from harness.sse_client import SSEStream, StreamClosed
+from harness.wire.sse import SSEComment
 
 pytestmark = pytest.mark.integration
 

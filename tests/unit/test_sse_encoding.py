@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.sse import SSEParser
+from harness.wire.sse import SSEParser
 from reference_server.sse import encode_comment, encode_event
 
 

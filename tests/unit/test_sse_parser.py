@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness.sse import SSEComment, SSEEvent, SSEParser
+from harness.wire.sse import SSEComment, SSEEvent, SSEParser
 
 # (event type, data, id, retry)
 Ev = tuple[str, str, str | None, int | None]

@@ -12,7 +12,7 @@ BODY = b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\nTrailer: x\r\n\r\nNEX
 def test_whole_body() -> None:
     decoder = ChunkedDecoder()
     assert decoder.feed(BODY) == b"hello world!"
-    assert decoder.done and bytes(decoder.rest) == b"NEXT"
+    assert decoder.done and decoder.rest == b"NEXT"
 
 
 @pytest.mark.parametrize("cut", range(1, len(BODY)))
@@ -25,7 +25,7 @@ def test_any_split_gives_the_same_payload(cut: int) -> None:
 def test_byte_by_byte() -> None:
     decoder = ChunkedDecoder()
     out = b"".join(decoder.feed(BODY[i : i + 1]) for i in range(len(BODY)))
-    assert out == b"hello world!" and bytes(decoder.rest) == b"NEXT"
+    assert out == b"hello world!" and decoder.rest == b"NEXT"
 
 
 def test_unfinished_body_is_not_done() -> None:
@@ -38,3 +38,13 @@ def test_unfinished_body_is_not_done() -> None:
 def test_bad_coding_is_an_error(body: bytes) -> None:
     with pytest.raises(ChunkedError):
         ChunkedDecoder().feed(body)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 1000])
+def test_sse_frames_split_across_chunks_are_reassembled(step: int) -> None:
+    parts = [b"id: 1\n", b"event: token\r\ndata: hi\n\n"]
+    body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+    decoder = ChunkedDecoder()
+    out = b"".join(decoder.feed(body[i : i + step]) for i in range(0, len(body), step))
+    assert out == b"".join(parts)
+    assert decoder.done

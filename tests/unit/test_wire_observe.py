@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from harness.sse import SSEParser
 from harness.wire.observe import (
     Exchange,
     Frame,
@@ -15,6 +14,7 @@ from harness.wire.observe import (
     redact_headers,
     redact_url,
 )
+from harness.wire.sse import SSEParser
 
 
 class Log:
