@@ -7,12 +7,15 @@ setting — and reuses the reference behaviour for everything else. How to write
 
 - a rule (who may stream, cursors, publish ownership, SSE frames and headers): subclass
   `AccessPolicy`, `CursorPolicy`, `PublishPolicy` or `SseFraming`, override one method, and pass
-  an instance to `Defect(...)`;
-- how a stream is served (e.g. keep the connection open after `end`, drop what arrives during the
-  replay, replay an expired cursor without `gap`): subclass `StreamSession` and override `write`,
-  `pump`, `take` or `plan`, then `Defect(session=...)`;
-- what the bus delivers (e.g. reorder a burst, drop end markers): subclass `BusWrapper`, override
-  the method, then `Defect(bus=...)`;
+  an instance as `Defect(policies={"access" | "cursor" | "publish" | "framing": ...})`;
+- how a stream is served: subclass `StreamSession`, override one step and pass
+  `Defect(policies={"session": ...})`. Its steps: `plan` (keys and tree), `write_gap` (e.g. an
+  expired cursor replayed without `gap`), `write_batch` (the replay and each live batch: reorder
+  a burst, drop what arrived during the replay), `take` (single live deliveries straight from
+  the fan-out; return False to send everything through `write_batch`), `pump` (the live loop),
+  `finish` (e.g. keep the connection open after `end`);
+- what the bus does (e.g. drop end markers): subclass `BusWrapper`, override the method, then
+  `Defect(bus=...)`;
 - a setting: `Defect(settings={...})`.
 
 Then add the name to `DEFECTS` below and to `conformance.variants` with the requirements that
@@ -21,22 +24,26 @@ must catch it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from aiohttp import web
 
 from reference_server.auth import ADMIN, Authenticator, Principal
-from reference_server.bus import Bus, End
+from reference_server.bus import Bus, Delivery, End, Subscription
 from reference_server.errors import Unauthenticated
-from reference_server.events import workflow_key
+from reference_server.events import TaskStreamEvent, workflow_key
 from reference_server.extensions import BusWrapper, Extension
 from reference_server.http_streams import StreamPlan, StreamSession
 from reference_server.policies import AccessPolicy, CursorPolicy, Policies, PublishPolicy
 from reference_server.settings import Settings
 from reference_server.sse import SseFraming
+from reference_server.sse_writer import StreamWriter
+from reference_server.streams import OpenStream, StreamStopped
 
 
 class Defect(Extension):
@@ -170,6 +177,135 @@ class NoEndBus(BusWrapper):
         return None
 
 
+# -- defects of issue 15: realistic, subtle bugs that show only in some situations ---------------
+
+
+class ReplayRaceSession(StreamSession):
+    """replay-race: a resumed stream writes its replay event by event and only then joins the
+    live feed; what arrives meanwhile is taken and forgotten."""
+
+    replaying = False
+
+    async def write(
+        self,
+        principal: Principal,
+        sub: Subscription,
+        writer: StreamWriter,
+        after: int | None,
+        status: str | None,
+    ) -> str:
+        if not sub.replay or sub.gap or status is not None:
+            return await super().write(principal, sub, writer, after, status)
+        self.replaying = True
+        try:
+            for delivery in sub.replay:
+                if await writer.write([delivery]):
+                    return "replayed to the end"
+                await asyncio.sleep(0.005)
+        finally:
+            self.replaying = False
+        sub.replay = []
+        return await super().write(principal, sub, writer, after, status)
+
+    def take(self, delivery: Delivery) -> bool:
+        return True if self.replaying else super().take(delivery)
+
+
+class EarlyAckBus(BusWrapper):
+    """burst-reorder: a publish is acknowledged before the bus has it (a task of its own hands
+    it over a moment later), so a producer's burst can overtake itself."""
+
+    def __init__(self, inner: Bus) -> None:
+        super().__init__(inner)
+        self._pending: set[asyncio.Task[None]] = set()
+        self._jitter = random.Random(15)
+
+    async def publish(self, event: TaskStreamEvent) -> None:
+        async def later() -> None:
+            await asyncio.sleep(self._jitter.random() * 0.02)
+            await self.inner.publish(event)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+class NoGapForExpiredBus(BusWrapper):
+    """expired-cursor-without-gap: a cursor older than what is retained is replayed from what
+    is left, without `gap` (unparseable and future cursors still get it)."""
+
+    async def subscribe(
+        self, keys: Sequence[str], *, after: int | None = None, from_start: bool = False
+    ) -> Subscription:
+        sub = await self.inner.subscribe(keys, after=after, from_start=from_start)
+        first = sub.replay[0].cursor if sub.replay else None
+        if sub.gap and after is not None and after >= 0 and first is not None and after < first:
+            sub.gap = False
+        return sub
+
+
+class LingeringSession(StreamSession):
+    """end-without-close: after `end` the response is ended 3 s later, not at once."""
+
+    async def finish(
+        self, response: web.StreamResponse, stream: OpenStream, reason: str
+    ) -> web.StreamResponse:
+        if reason == "finished":
+            await asyncio.sleep(3.0)
+        return await super().finish(response, stream, reason)
+
+
+class SeamDuplicateBus(BusWrapper):
+    """duplicate-at-seam: the last replayed event is sent again where the live feed starts."""
+
+    async def subscribe(
+        self, keys: Sequence[str], *, after: int | None = None, from_start: bool = False
+    ) -> Subscription:
+        sub = await self.inner.subscribe(keys, after=after, from_start=from_start)
+        sub.replay = sub.replay + sub.replay[-1:]
+        return sub
+
+
+class TenantWideRevocationSession(StreamSession):
+    """revocation-ends-tenant: revoking one token ends every open stream of its tenant."""
+
+    open_by_tenant: ClassVar[dict[uuid.UUID, set[Subscription]]] = {}
+
+    async def run(
+        self, principal: Principal, plan: StreamPlan, after: int | None, from_start: bool
+    ) -> web.StreamResponse:
+        self.tenant = plan.tenant_id
+        return await super().run(principal, plan, after, from_start)
+
+    async def write(
+        self,
+        principal: Principal,
+        sub: Subscription,
+        writer: StreamWriter,
+        after: int | None,
+        status: str | None,
+    ) -> str:
+        peers = self.open_by_tenant.setdefault(self.tenant, set())
+        peers.add(sub)
+        try:
+            return await super().write(principal, sub, writer, after, status)
+        finally:
+            peers.discard(sub)
+
+    def failed(self, error: Exception) -> None:
+        super().failed(error)
+        if isinstance(error, StreamStopped) and error.reason == "token revoked":
+            for peer in list(self.open_by_tenant.get(self.tenant, ())):
+                peer.fail(StreamStopped("token revoked", "auth-expired"))
+
+
+class ErrorWithoutIdFraming(SseFraming):
+    """error-events-without-id: `error` events go out without their `id` line."""
+
+    def event(self, event: str, data: str, event_id: str | None = None) -> bytes:
+        return super().event(event, data, None if event == "error" else event_id)
+
+
 DEFECTS: dict[str, Defect] = {
     "tenant-check-skipped": Defect(policies={"access": TenantBlindAccess()}),
     "any-token-accepted": Defect(authenticator=AnyTokenAuthenticator),
@@ -184,6 +320,13 @@ DEFECTS: dict[str, Defect] = {
     "stream-token-unscoped": Defect(policies={"access": UnscopedStreamToken()}),
     "no-end-event": Defect(bus=NoEndBus),
     "no-eviction": Defect(settings={"subscriber_buffer": 10**9}),
+    "replay-race": Defect(policies={"session": ReplayRaceSession}),
+    "burst-reorder": Defect(bus=EarlyAckBus),
+    "expired-cursor-without-gap": Defect(bus=NoGapForExpiredBus),
+    "end-without-close": Defect(policies={"session": LingeringSession}),
+    "duplicate-at-seam": Defect(bus=SeamDuplicateBus),
+    "revocation-ends-tenant": Defect(policies={"session": TenantWideRevocationSession}),
+    "error-events-without-id": Defect(policies={"framing": ErrorWithoutIdFraming()}),
 }
 
 

@@ -104,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest timing to wait for; longer ones are INFORMATIONAL",
     )
+    parser.add_argument(
+        "--explore-budget",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="seconds the model-based explorer runs (explore/9.1/1; default 20, 0 = off)",
+    )
+    parser.add_argument(
+        "--explore-seed", type=int, default=0, metavar="N", help="the explorer's seed (default 0)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     embedded = parser.add_argument_group("embedded reference cluster (no --target)")
     embedded.add_argument(
@@ -259,7 +269,9 @@ def run_target(
     results_path = tmp / f"results-{len(list(tmp.glob('results-*')))}.json"
     ini = tmp / "pytest.ini"
     # The longest timing case waits about twice --max-wait at its late bound.
-    ini.write_text(_INI.format(timeout=int(max(120, 3 * args.max_wait + 30))))
+    # The explorer may shrink a failure for as long again as its budget.
+    longest = max(3 * args.max_wait + 30, 2 * args.explore_budget + 60)
+    ini.write_text(_INI.format(timeout=int(max(120, longest))))
     command = [
         sys.executable,
         "-m",
@@ -280,6 +292,10 @@ def run_target(
         str(results_path),
         "--conformance-max-wait",
         str(args.max_wait),
+        "--conformance-explore-budget",
+        str(args.explore_budget),
+        "--conformance-explore-seed",
+        str(args.explore_seed),
         "-rN",
         "-v" if args.verbose else "-q",
         "--tb=short" if args.verbose else "--tb=line",

@@ -19,13 +19,17 @@ from typing import Any
 
 from harness.cluster import ReferenceCluster
 
-# Short timings, a low stream limit (the 429 case opens that many) and a small per-subscriber
-# buffer (the eviction case overflows it). The conformance cases read them from the target file.
+# Short timings, a low stream limit (the 429 case opens that many), a small per-subscriber
+# buffer (the eviction case overflows it) and a short retention (so that sse/4.10/8 resumes from
+# a cursor that has really expired, in both buses). The cases read them from the target file.
+RETENTION_SECONDS = 8.0
 EMBEDDED_SETTINGS: dict[str, Any] = {
     "keepalive_interval": 2.0,
     "idle_timeout": 6.0,
     "max_streams_per_tenant": 8,
     "subscriber_buffer": 16,
+    "replay_max_age": RETENTION_SECONDS,
+    "nats_max_age": RETENTION_SECONDS,
 }
 PROVISIONERS = ("admin-api", "sql")
 
@@ -59,7 +63,7 @@ def target_entry(cluster: ReferenceCluster, name: str, provisioner: str) -> dict
     profiles = set(base.profiles)
     if provisioner == "sql":
         assert cluster.postgres is not None
-        # SQL writes are invisible to a running server: no `end` on completion (DESIGN §9 note).
+        # SQL writes are invisible to a running server: no `end` on completion (SPEC.md §4.11).
         profiles.discard("lifecycle")
         table: dict[str, Any] = {"kind": "sql", "database_url": cluster.postgres.url}
     else:
@@ -73,6 +77,7 @@ def target_entry(cluster: ReferenceCluster, name: str, provisioner: str) -> dict
         "idle_timeout": EMBEDDED_SETTINGS["idle_timeout"],
         "max_streams_per_tenant": EMBEDDED_SETTINGS["max_streams_per_tenant"],
         "subscriber_buffer": EMBEDDED_SETTINGS["subscriber_buffer"],
+        "retention_seconds": RETENTION_SECONDS,
         "provisioner": table,
     }
 

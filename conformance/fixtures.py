@@ -1,7 +1,7 @@
 """Fixtures of the cases, built on the harness plugin's `taskstream_target`/`taskstream_world`.
 
 - `facts`: the target plus what the suite reads from the target file beyond `harness.Target`
-  (`max_payload_bytes`, `subscriber_buffer`) and the run's maximum wait;
+  (`max_payload_bytes`, `max_batch_events`, `subscriber_buffer`) and the run's maximum wait;
 - `world` / `other_world`: two fresh tenants (user and worker tokens) per case;
 - `make_world`: more tenants when a case needs them.
 """
@@ -37,8 +37,11 @@ class Facts:
 
     target: Target
     max_payload_bytes: int = 64 * 1024
+    max_batch_events: int = 1000
     subscriber_buffer: int = 1024
     max_wait: float = DEFAULT_MAX_WAIT
+    retention_seconds: float | None = None  # how long the target keeps events for resume
+    retention_events: int | None = None  # how many events per stream it keeps
 
     @property
     def instances(self) -> list[Instance]:
@@ -74,7 +77,7 @@ class Facts:
     @property
     def revocation_grace(self) -> float:
         """How long a revocation may take to reach the server: none through the server; up to
-        the 5 s DESIGN gives open streams when the provisioner writes the store directly."""
+        the 5 s SPEC.md §4.3 gives open streams when the provisioner writes the store directly."""
         return 0.0 if self.provisioner_notifies_server else 5.0
 
     def require_profile(self, profile: str) -> None:
@@ -123,9 +126,18 @@ def facts(request: pytest.FixtureRequest, taskstream_target: Target) -> Facts:
     return Facts(
         target=taskstream_target,
         max_payload_bytes=int(table.get("max_payload_bytes", 64 * 1024)),
+        max_batch_events=int(table.get("max_batch_events", 1000)),
         subscriber_buffer=int(table.get("subscriber_buffer", 1024)),
         max_wait=float(config.getoption("--conformance-max-wait")),
+        retention_seconds=_optional(table, "retention_seconds", float),
+        retention_events=_optional(table, "retention_events", int),
     )
+
+
+def _optional(table: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    """An optional number of the target table (read here, whether or not `Target` has it)."""
+    value = table.get(key)
+    return None if value is None else kind(value)
 
 
 @pytest.fixture

@@ -25,12 +25,12 @@ import pytest
 
 from harness.targets import Target
 
-from . import catalog
+from . import catalog, findings
 from .checks import INFORMATIONAL_PREFIX, UNIMPLEMENTED_PREFIX, Mismatch, NonStrict, unimplemented
 from .verdicts import FAILURE_VERDICT, Verdict
 from .wire import describe
 
-pytest_plugins = ["conformance.fixtures", "conformance.transcripts"]
+pytest_plugins = ["conformance.fixtures", "conformance.monitoring", "conformance.transcripts"]
 
 REQUIREMENT = pytest.StashKey[catalog.Requirement]()
 _PROPERTY = "conformance"
@@ -53,6 +53,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=30.0,
         help="longest timing a case may wait for; longer ones are INFORMATIONAL (default 30 s)",
     )
+    group.addoption(
+        "--conformance-explore-budget",
+        type=float,
+        default=20.0,
+        help="seconds the model-based explorer runs (explore/9.1/1; 0 = skip it)",
+    )
+    group.addoption("--conformance-explore-seed", type=int, default=0, help="the explorer's seed")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -181,16 +188,20 @@ class Recorder:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.results: dict[str, dict[str, Any]] = {}
+        self.findings: dict[str, dict[str, Any]] = {}  # one per JSON text: phases repeat them
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == _PROPERTY:
                 result = json.loads(str(value))
                 self.results[result["requirement"]] = result
+            elif name == findings.PROPERTY:
+                self.findings.setdefault(str(value), json.loads(str(value)))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the controller writes
+        findings.merge(self.results, self.findings.values(), catalog.load())
         path = self.config.getoption("--conformance-results")
         if path:
             order = {rid: n for n, rid in enumerate(catalog.load())}
@@ -200,6 +211,7 @@ class Recorder:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if hasattr(self.config, "workerinput") or not self.results:
             return
+        findings.merge(self.results, self.findings.values(), catalog.load())
         counts = Counter(r["verdict"] for r in self.results.values())
         line = "  ".join(f"{v.value} {counts.get(v.value, 0)}" for v in Verdict)
         terminalreporter.write_sep("-", f"conformance verdicts: {line}")

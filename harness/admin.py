@@ -1,4 +1,4 @@
-"""Async client of the management API (DESIGN §7): tenants, tokens, executions, stream tokens.
+"""Async client of the management API (openapi.yaml): tenants, tokens, executions, stream tokens.
 
 async with ManagementClient(http_url, admin_token) as api:
     tenant = await api.create_tenant()
@@ -163,6 +163,22 @@ class ManagementClient:
         task: str | None = None,
         ttl_seconds: int | None = None,
     ) -> str:
+        issued = await self.issue_stream_token(
+            slug, workflow=workflow, task=task, ttl_seconds=ttl_seconds
+        )
+        return issued.token
+
+    async def issue_stream_token(
+        self,
+        slug: str,
+        *,
+        workflow: str | None = None,
+        task: str | None = None,
+        ttl_seconds: int | None = None,
+        minted_with: str | None = None,
+    ) -> IssuedToken:
+        """A stream token with its id; `minted_with` a user token of the tenant (it then dies
+        with that token), else the admin token."""
         payload: dict[str, Any] = {}
         if workflow is not None:
             payload["workflowExecutionId"] = workflow
@@ -170,8 +186,16 @@ class ManagementClient:
             payload["taskExecutionId"] = task
         if ttl_seconds is not None:
             payload["ttlSeconds"] = ttl_seconds
-        body = await self.request("POST", f"/api/tenants/{slug}/stream-tokens", payload)
-        return str(body["token"])
+        path = f"/api/tenants/{slug}/stream-tokens"
+        body = await self.request("POST", path, payload, token=minted_with)
+        return IssuedToken(str(body["id"]), str(body["token"]), "stream", body.get("expiresAt"))
+
+    async def revoke_stream_token(
+        self, slug: str, token_id: str, *, token: str | None = None
+    ) -> None:
+        """Revoke a stream token of the tenant as its user (`token`) or the admin."""
+        path = f"/api/tenants/{slug}/stream-tokens/{token_id}/revoke"
+        await self.request("POST", path, token=token)
 
     async def discovery(self) -> dict[str, Any]:
         body: dict[str, Any] = await self.request("GET", "/.well-known/task-streaming")

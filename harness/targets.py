@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 PROFILES = frozenset({"core", "consolidated", "multi-instance", "resume", "lifecycle",
-                      "standalone-tasks", "browser-auth", "limits"})  # fmt: skip
+                      "standalone-tasks", "browser-auth", "limits", "batch-ingest",
+                      "http-ingest"})  # fmt: skip
 
 
 class TargetError(ValueError):

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from .admin import IssuedToken, ManagementClient, Tenant, fetch_metrics
+from .http_ingest import HttpIngest
 from .provisioning import Provisioner, provisioner_for
 from .publisher import Publisher
 from .sse_client import SSEStream
@@ -127,3 +128,7 @@ class TenantWorld:
 
     def publisher(self, grpc_address: str | None = None, token: str | None = None) -> Publisher:
         return Publisher(grpc_address or self.grpc_address, token or self.worker.token)
+
+    def http_ingest(self, token: str | None = None, base: str | None = None) -> HttpIngest:
+        """NDJSON batches to the tenant's `task-data` endpoint with its worker token."""
+        return HttpIngest(base or self.http_url, self.slug, token or self.worker.token)

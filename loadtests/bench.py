@@ -5,7 +5,9 @@ server (in-memory bus and NATS JetStream), each as a ratio to floors measured in
     python -m loadtests.bench --out bench.json              # full run, < 15 min
 
 Floors: a bare grpc.aio server that only acknowledges StreamTaskData, a bare aiohttp SSE writer,
-and nats-py publish → subscribe. Load generators run in their own processes
+a bare batched server (acks StreamTaskDataBatch and writes its frames), and nats-py publish →
+subscribe. Every system is run with unary calls and with batches (`--batch`, 50 events per
+call); every row gives the server's CPU time per event. Load generators run in their own processes
 (`loadtests.loadgen`) so that the server under test keeps its core. Everything is started first
 and the peak runs alternate between systems (`--repeats` rounds, median kept), so that a machine
 that gets busier or quieter during the run shifts floors and servers alike. `--target FILE`
@@ -101,6 +103,8 @@ async def measure_all(
     for system in e2e:
         assert system.e2e is not None
         system.results["peak"] = _median(peaks[system.name], "events_per_s")
+    await _batched_peaks([s for s in floors + servers if s.batch_e2e is not None], sizes)
+    for system in e2e:
         system.results["latency"] = await _latencies(system, sizes)
     if nats_url is not None:
         _log("floor: nats-py publish → subscribe")
@@ -130,11 +134,31 @@ async def measure_all(
                 system.pid, system.idle_urls, system.idle_token, sizes.idle_connections
             )
     for system in servers:
-        if system.pid is not None and system.fanout is not None and system.name != "nats":
+        if system.pid is not None and system.fanout is not None and system.name == "memory":
             _log(f"{system.label}: stalled subscriber under full load")
             system.results["stall"] = await measure.stalled_subscriber(
                 system.fanout, sizes.stall_seconds
             )
+
+
+async def _batched_peaks(systems: list[System], sizes: Sizes) -> None:
+    """Peak runs with StreamTaskDataBatch calls of `sizes.batch` events, rounds alternating
+    between the batched floor and the servers like the unary runs."""
+    runs: dict[str, list[Result]] = {s.name: [] for s in systems}
+    for round_ in range(sizes.repeats):
+        for system in systems:
+            assert system.batch_e2e is not None
+            _log(f"{system.label}: batched peak, {sizes.batch} per call "
+                 f"(round {round_ + 1}/{sizes.repeats})")  # fmt: skip
+            runs[system.name].append(
+                await measure.peak_rate(
+                    system.batch_e2e, sizes.window, sizes.batch_concurrency, sizes.batch
+                )
+            )
+    for system in systems:
+        system.results["peak_batch"] = _median(runs[system.name], "events_per_s") | {
+            "batch": sizes.batch
+        }
 
 
 async def _latencies(system: System, sizes: Sizes) -> list[Result]:
@@ -226,6 +250,8 @@ _SIZE_FLAGS: list[tuple[str, type, str]] = [
     ("latency_window", float, "seconds of each fixed-rate latency run (quick 2, full 10)"),
     ("repeats", int, "rounds of the peak and fan-out runs, median kept (quick 1, full 3)"),
     ("concurrency", int, "calls in flight in peak-rate runs (32)"),
+    ("batch", int, "events per call in the batched peak runs (50)"),
+    ("batch_concurrency", int, "batch calls in flight in the batched peak runs (8)"),
     ("streams", int, "workflows, one subscriber each, in end-to-end runs (16)"),
     ("fanout_subscribers", int, "subscribers of the fan-out workflow (1000)"),
     ("fanout_events", int, "events published in a fan-out run (quick 80, full 200)"),
@@ -256,6 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--target-name", help="which [[target]] of the file (default: the first)")
     add("--server-pid", type=int, help="the target's server process, for RSS measurements")
     add("--profile", type=Path, help="write py-spy flame graphs of the servers to this directory")
+    add(
+        "--event-loop",
+        choices=["asyncio", "uvloop"],
+        help="the reference servers' event loop (default: the server's default)",
+    )
+    add(
+        "--loop-trial",
+        choices=["asyncio", "uvloop"],
+        help="also bench the in-memory server on this event loop, in the same rounds",
+    )
     add(
         "--fail-on-miss",
         action="store_true",

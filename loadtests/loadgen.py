@@ -95,16 +95,19 @@ async def role_stall(cfg: Config, commands: asyncio.StreamReader) -> dict[str, A
 
 
 async def role_publish(cfg: Config, commands: asyncio.StreamReader) -> dict[str, Any]:
-    """StreamTaskData calls over `streams` ([workflow, task] pairs), round-robin.
+    """StreamTaskData calls over `streams` ([workflow, task] pairs), round-robin; with `batch`
+    N > 1, StreamTaskDataBatch calls of N events each, all of one stream (a worker batching
+    its task's tokens). Counts are in events either way.
 
     mode `max`: `concurrency` calls in flight in a closed loop for `duration` s (or `events`).
-    mode `rate`: open loop at `rate` calls/s for `duration` s; call latencies are recorded.
+    mode `rate`: open loop at `rate` events/s for `duration` s; call latencies are recorded.
     """
     streams: list[list[str]] = cfg["streams"]
+    batch = max(1, int(cfg.get("batch", 1)))
     async with Publisher(cfg["grpc"], cfg.get("token"), timeout=10.0) as pub:
         for workflow, task in streams[: int(cfg.get("warmup", 8))]:  # channel, caches
-            await _call(pub, workflow, task, 0)
-        _ready({"streams": len(streams)})
+            await _call(pub, workflow, task, 0, batch)
+        _ready({"streams": len(streams), "batch": batch})
         async for command in _commands(commands, cfg):
             if command == "go":
                 break
@@ -115,12 +118,26 @@ async def role_publish(cfg: Config, commands: asyncio.StreamReader) -> dict[str,
         return await _open_loop(pub, cfg, streams)
 
 
-async def _call(pub: Publisher, workflow: str, task: str, seq: int) -> None:
+async def _call(pub: Publisher, workflow: str, task: str, seq: int, batch: int = 1) -> None:
+    """One call: a unary event, or a batch of `batch` events numbered from `seq`."""
+    if batch == 1:
+        await pub.send_request(_request(workflow, task, seq))
+        return
+    answer = await pub.batch([_request(workflow, task, seq + i) for i in range(batch)])
+    if answer.rejected:
+        _index, code, message = answer.rejected[0]
+        raise _Refused(f"{code}: {message}")
+
+
+def _request(workflow: str, task: str, seq: int) -> Any:
     payload = f'{{"t":{time.time_ns()},"seq":{seq}}}'
-    request = build_request(
+    return build_request(
         workflow_id=workflow, task_id=task, event_type="token", payload=payload, sequence=seq
     )
-    await pub.send_request(request)
+
+
+class _Refused(Exception):
+    """A batch came back with rejections (counted like a failed call)."""
 
 
 class _Tally:
@@ -130,15 +147,17 @@ class _Tally:
         self.errors: dict[str, int] = {}
         self.latencies: array.array[int] = array.array("q")
 
-    async def call(self, pub: Publisher, workflow: str, task: str, seq: int) -> None:
+    async def call(
+        self, pub: Publisher, workflow: str, task: str, seq: int, batch: int = 1
+    ) -> None:
         started = time.perf_counter_ns()
         try:
-            await _call(pub, workflow, task, seq)
-        except grpc.aio.AioRpcError as error:
-            code = error.code().name
+            await _call(pub, workflow, task, seq, batch)
+        except (grpc.aio.AioRpcError, _Refused) as error:
+            code = error.code().name if isinstance(error, grpc.aio.AioRpcError) else "REJECTED"
             self.errors[code] = self.errors.get(code, 0) + 1
         else:
-            self.sent += 1
+            self.sent += batch
             self.latencies.append(time.perf_counter_ns() - started)
 
     def summary(self, seconds: float, **extra: Any) -> dict[str, Any]:
@@ -157,7 +176,8 @@ async def _closed_loop(pub: Publisher, cfg: Config, streams: list[list[str]]) ->
     tally = _Tally()
     limit = int(cfg.get("events", 0)) or None
     deadline = time.monotonic() + float(cfg.get("duration", 5))
-    sequence = itertools.count(1)
+    batch = max(1, int(cfg.get("batch", 1)))
+    sequence = itertools.count(1, batch)
 
     async def worker(offset: int) -> None:
         i = offset
@@ -166,7 +186,7 @@ async def _closed_loop(pub: Publisher, cfg: Config, streams: list[list[str]]) ->
             if limit is not None and seq > limit:
                 return
             workflow, task = streams[i % len(streams)]
-            await tally.call(pub, workflow, task, seq)
+            await tally.call(pub, workflow, task, seq, batch)
             i += 1
 
     started = time.monotonic()
@@ -176,7 +196,8 @@ async def _closed_loop(pub: Publisher, cfg: Config, streams: list[list[str]]) ->
 
 async def _open_loop(pub: Publisher, cfg: Config, streams: list[list[str]]) -> dict[str, Any]:
     tally = _Tally()
-    rate = float(cfg["rate"])
+    batch = max(1, int(cfg.get("batch", 1)))
+    rate = float(cfg["rate"]) / batch  # calls/s that offer `rate` events/s
     total = int(rate * float(cfg.get("duration", 5)))
     max_inflight = int(cfg.get("max_inflight", 2000))
     inflight: set[asyncio.Task[None]] = set()
@@ -191,12 +212,12 @@ async def _open_loop(pub: Publisher, cfg: Config, streams: list[list[str]]) -> d
             skipped += 1  # the target cannot keep up: counted, not queued without bound
             continue
         workflow, task = streams[i % len(streams)]
-        job = asyncio.create_task(tally.call(pub, workflow, task, i + 1))
+        job = asyncio.create_task(tally.call(pub, workflow, task, i * batch + 1, batch))
         inflight.add(job)
         job.add_done_callback(inflight.discard)
     if inflight:
         await asyncio.wait(inflight)
-    return tally.summary(loop.time() - started, offered_rate=rate, skipped=skipped)
+    return tally.summary(loop.time() - started, offered_rate=rate * batch, skipped=skipped)
 
 
 # -- NATS floor -----------------------------------------------------------------------------------

@@ -38,9 +38,9 @@ from loadtests.provision import provision_fixture  # noqa: E402
 from loadtests.scenarios import SCENARIOS, Fixture  # noqa: E402
 from loadtests.slots import SLOTS  # noqa: E402
 from loadtests.thresholds import Thresholds, evaluate  # noqa: E402
-from loadtests.users import RUN, GrpcPublisher, SSESubscriber  # noqa: E402
+from loadtests.users import RUN, GrpcPublisher, HttpIngestPublisher, SSESubscriber  # noqa: E402
 
-__all__ = ["GrpcPublisher", "SSESubscriber"]
+__all__ = ["GrpcPublisher", "HttpIngestPublisher", "SSESubscriber"]
 
 log = logging.getLogger("taskstream")
 _embedded: EmbeddedCluster | None = None
@@ -96,6 +96,19 @@ def _arguments(parser: LocustArgumentParser, **_: Any) -> None:
         help="events/s per publisher (default: the scenario's, llm 50)",
     )
     add(
+        "--batch",
+        type=int,
+        default=1,
+        include_in_web_ui=True,
+        help="events per publish call: > 1 sends StreamTaskDataBatch calls (default 1: unary)",
+    )
+    add(
+        "--ingest",
+        choices=["grpc", "http"],
+        default="grpc",
+        help="how publishers send: gRPC (default) or HTTP NDJSON ingest (give it to workers too)",
+    )
+    add(
         "--deliver-timeout-ms",
         type=float,
         default=2000.0,
@@ -124,6 +137,7 @@ def _configure(options: argparse.Namespace) -> None:
     RUN.scenario = SCENARIOS[options.scenario]
     RUN.rate = options.rate or RUN.scenario.rate
     RUN.deliver_timeout = options.deliver_timeout_ms / 1000
+    RUN.batch = max(1, options.batch)
     if options.taskstream_fixture:
         RUN.fixture = Fixture.from_json(options.taskstream_fixture)
 
@@ -134,15 +148,23 @@ def _on_init(environment: Environment, **_: Any) -> None:
     rather than in `test_start` so that provisioning does not eat into `--run-time`."""
     SLOTS.install(environment)
     options = environment.parsed_options
-    if options is None or isinstance(environment.runner, WorkerRunner):
+    if options is None:
+        return
+    publisher: type[GrpcPublisher] = GrpcPublisher
+    if options.ingest == "http":  # on workers too: they spawn the classes the master names
+        publisher = HttpIngestPublisher
+        environment.user_classes[:] = [
+            HttpIngestPublisher if cls is GrpcPublisher else cls for cls in environment.user_classes
+        ]
+    if isinstance(environment.runner, WorkerRunner):
         return
     scenario = SCENARIOS[options.scenario]
     users = options.num_users or 0
     publishers = options.publishers or scenario.publishers
     if publishers is None:  # one publisher per subscriber
-        GrpcPublisher.weight, GrpcPublisher.fixed_count, SSESubscriber.weight = 1, 0, 1
+        publisher.weight, publisher.fixed_count, SSESubscriber.weight = 1, 0, 1
     else:
-        GrpcPublisher.fixed_count = publishers
+        publisher.fixed_count = publishers
     target = options.taskstream_target
     if not target:
         global _embedded

@@ -90,12 +90,12 @@ async def _publish_and_receive(ep: Endpoint, publish: Result) -> Result:
         return {"published": sent, "received": received, "cpu": cpu}
 
 
-async def peak_rate(ep: Endpoint, duration: float, concurrency: int) -> Result:
-    """Closed-loop publishing with `concurrency` calls in flight: the most the target sustains.
-    `events_per_s` is measured at the subscribers (publish → SSE receipt), or at the publisher
-    when the endpoint has no streams (the bare gRPC floor)."""
+async def peak_rate(ep: Endpoint, duration: float, concurrency: int, batch: int = 1) -> Result:
+    """Closed-loop publishing with `concurrency` calls in flight (each of `batch` events): the
+    most the target sustains. `events_per_s` is measured at the subscribers (publish → SSE
+    receipt), or at the publisher when the endpoint has no streams (the bare gRPC floor)."""
     run = await _publish_and_receive(
-        ep, {"mode": "max", "duration": duration, "concurrency": concurrency}
+        ep, {"mode": "max", "duration": duration, "concurrency": concurrency, "batch": batch}
     )
     side = run["received"] or run["published"]
     return {"events_per_s": side["per_second"], **run}

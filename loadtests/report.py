@@ -29,6 +29,8 @@ class Line:
     # The same ratio computed from server CPU time per event: floor cost / server cost. Steadier
     # than `ratio` when other work on the machine takes CPU from whichever run it lands on.
     cpu_ratio: float | None = None
+    # Server CPU time per event (or per delivery, for fan-out) in the run behind `value`.
+    cpu_us: float | None = None
 
 
 def _get(data: Any, *path: str | int) -> Any:
@@ -47,6 +49,11 @@ def _cost(run: Any, key: str) -> float | None:
     return float(cpu) / float(rate) if cpu and rate else None
 
 
+def _micros(run: Any, key: str) -> float | None:
+    cost = _cost(run, key)
+    return None if cost is None else cost * 1e6
+
+
 def _ratio(value: float | None, floor: float | None) -> float | None:
     return value / floor if value is not None and floor else None
 
@@ -59,7 +66,12 @@ def _latency_at(section: Results | None, fraction: float) -> Results | None:
     return None
 
 
-SERVER_LABELS = {"memory": "in-memory bus", "nats": "NATS JetStream", "target": "target"}
+SERVER_LABELS = {
+    "memory": "in-memory bus",
+    "nats": "NATS JetStream",
+    "memory_loop": "in-memory bus, other event loop",
+    "target": "target",
+}
 
 
 def summarize(results: Results) -> list[Line]:
@@ -73,7 +85,7 @@ def summarize(results: Results) -> list[Line]:
     lines: list[Line] = []
     for name, section in servers.items():
         label = SERVER_LABELS.get(name, name)
-        checked = name != "nats"
+        checked = name not in ("nats", "memory_loop")
         e2e = _get(section, "peak", "events_per_s")
         if name == "nats" and "memory" in servers:
             memory = _get(servers, "memory", "peak", "events_per_s")
@@ -91,6 +103,7 @@ def summarize(results: Results) -> list[Line]:
                         _cost(servers["memory"]["peak"], "events_per_s"),
                         _cost(section.get("peak"), "events_per_s"),
                     ),
+                    _micros(section.get("peak"), "events_per_s"),
                 )
             )
             nats_floor = _get(floors, "nats", "peak", "per_second")
@@ -118,8 +131,10 @@ def summarize(results: Results) -> list[Line]:
                         _cost(_get(floors, "grpc_ack", "peak"), "events_per_s"),
                         _cost(section.get("peak"), "events_per_s"),
                     ),
+                    _micros(section.get("peak"), "events_per_s"),
                 )
             )
+        lines.extend(_batch_lines(name, section, results, label))
         fan = _get(section, "fanout", "deliveries_per_s")
         if fan is not None:
             ratio = _ratio(fan, sse)
@@ -137,6 +152,7 @@ def summarize(results: Results) -> list[Line]:
                         _cost(_get(floors, "sse_writer", "fanout"), "deliveries_per_s"),
                         _cost(section.get("fanout"), "deliveries_per_s"),
                     ),
+                    _micros(section.get("fanout"), "deliveries_per_s"),
                 )
             )
         lines.extend(_latency_lines(section, floors.get("grpc_ack"), label, checked))
@@ -168,6 +184,103 @@ def summarize(results: Results) -> list[Line]:
                     passed=bounded,
                 )
             )
+    return lines + _loop_trial_lines(servers)
+
+
+def _loop_trial_lines(servers: Results) -> list[Line]:
+    """`--loop-trial`: the in-memory server on the other event loop against the default one,
+    same rounds (adopt it only at ≥ 1.1 x, see README)."""
+    trial, base = servers.get("memory_loop"), servers.get("memory")
+    if trial is None or base is None:
+        return []
+    lines = []
+    for section, key, what in (
+        ("peak", "events_per_s", "end-to-end events/s"),
+        ("peak_batch", "events_per_s", "batched end-to-end events/s"),
+        ("fanout", "deliveries_per_s", "fan-out deliveries/s"),
+    ):
+        value, floor = _get(trial, section, key), _get(base, section, key)
+        lines.append(
+            Line(
+                f"event-loop trial: {what}, vs. the default loop",
+                value,
+                "/s",
+                floor,
+                _ratio(value, floor),
+                cpu_ratio=_ratio(_cost(base.get(section), key), _cost(trial.get(section), key)),
+                cpu_us=_micros(trial.get(section), key),
+            )
+        )
+    return lines
+
+
+BATCH_SPEEDUP = 5.0
+BATCH_CPU_LIMIT_US = 40.0
+
+
+def _batch_lines(name: str, section: Results, results: Results, label: str) -> list[Line]:
+    """Batched peak rows: the speed-up over the same server's unary run, the ratio to the bare
+    batched floor, CPU per event; NATS against the in-memory batched run."""
+    run = section.get("peak_batch")
+    value = _get(run, "events_per_s")
+    if value is None:
+        return []
+    batch = _get(run, "batch")
+    unary = _get(section, "peak", "events_per_s")
+    floor_run = _get(results, "floors", "batch", "peak_batch")
+    checked = name not in ("nats", "memory_loop")
+    speedup = _ratio(value, unary)
+    cpu_us = _micros(run, "events_per_s")
+    lines = [
+        Line(
+            f"batched end-to-end events/s (batch {batch}), {label}",
+            value,
+            "ev/s",
+            unary,
+            speedup,
+            f"≥ {BATCH_SPEEDUP:g} x unary end-to-end" if checked else "",
+            _at_least(speedup, BATCH_SPEEDUP) if checked else None,
+            _ratio(_cost(section.get("peak"), "events_per_s"), _cost(run, "events_per_s")),
+            cpu_us,
+        ),
+        Line(
+            "  same, vs. bare batched floor",
+            value,
+            "ev/s",
+            _get(floor_run, "events_per_s"),
+            _ratio(value, _get(floor_run, "events_per_s")),
+            cpu_ratio=_ratio(_cost(floor_run, "events_per_s"), _cost(run, "events_per_s")),
+            cpu_us=cpu_us,
+        ),
+    ]
+    if checked:
+        lines.append(
+            Line(
+                f"server CPU per event, batch {batch}, {label}",
+                cpu_us,
+                "µs",
+                _micros(floor_run, "events_per_s"),
+                _ratio(cpu_us, _micros(floor_run, "events_per_s")),
+                f"≤ {BATCH_CPU_LIMIT_US:g} µs",
+                None if cpu_us is None else cpu_us <= BATCH_CPU_LIMIT_US,
+            )
+        )
+    memory = _get(results, "servers", "memory", "peak_batch")
+    if name == "nats" and memory is not None:
+        ratio = _ratio(value, _get(memory, "events_per_s"))
+        lines.append(
+            Line(
+                "  same, vs. in-memory batched end-to-end",
+                value,
+                "ev/s",
+                _get(memory, "events_per_s"),
+                ratio,
+                "≥ 0.8 x in-memory batched",
+                _at_least(ratio, 0.8),
+                _ratio(_cost(memory, "events_per_s"), _cost(run, "events_per_s")),
+                cpu_us,
+            )
+        )
     return lines
 
 
@@ -207,7 +320,9 @@ def table(lines: list[Line]) -> str:
             return "-"
         return f"{value:,.{digits}f}" if abs(value) < 1e6 else f"{value:,.0f}"
 
-    rows = [("metric", "value", "unit", "floor", "ratio", "cpu ratio", "target", "verdict")]
+    rows = [
+        ("metric", "value", "unit", "floor", "ratio", "cpu ratio", "cpu µs/ev", "target", "verdict")
+    ]
     for line in lines:
         verdict = {True: "PASS", False: "MISS", None: ""}[line.passed]
         rows.append(
@@ -218,6 +333,7 @@ def table(lines: list[Line]) -> str:
                 num(line.floor),
                 num(line.ratio, 2),
                 num(line.cpu_ratio, 2),
+                num(line.cpu_us),
                 line.target,
                 verdict,
             )
@@ -225,7 +341,7 @@ def table(lines: list[Line]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     aligned = [
         "  ".join(
-            cell.ljust(w) if i in (0, 2, 6) else cell.rjust(w)
+            cell.ljust(w) if i in (0, 2, 7) else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         )
         for row in rows

@@ -39,6 +39,8 @@ class Sizes:
     idle_connections: int
     idle_workflows: int
     stall_seconds: float
+    batch: int = 50  # events per StreamTaskDataBatch call in the batched runs
+    batch_concurrency: int = 8  # batch calls in flight in batched peak runs
 
 
 QUICK = Sizes(
@@ -74,6 +76,7 @@ class System:
     name: str
     label: str
     e2e: Endpoint | None = None
+    batch_e2e: Endpoint | None = None  # where batched peak runs publish (and subscribe)
     fanout: Endpoint | None = None
     idle_urls: list[str] = field(default_factory=list)
     idle_token: str | None = None
@@ -103,12 +106,14 @@ async def provision(
     )
     token, user = world.worker.token, world.user.token
     streams, fan = list(pairs[:-1]), pairs[-1]
+    e2e = Endpoint(grpc, token, streams, [world.workflow_url(w) for w, _ in streams], user, pid)
     return System(
         name,
         label,
         pid=pid,
         idle_token=user,
-        e2e=Endpoint(grpc, token, streams, [world.workflow_url(w) for w, _ in streams], user, pid),
+        e2e=e2e,
+        batch_e2e=e2e,
         fanout=Endpoint(grpc, token, [fan], [world.workflow_url(fan[0])], user, pid),
         idle_urls=[world.workflow_url(w) for w in idle_ids] if idle else [],
     )
@@ -137,6 +142,18 @@ async def start_systems(
                 e2e=Endpoint(address, streams=streams, pid=ack.pid),
             )
         )
+        batch = await stack.enter_async_context(Child("loadtests.floors", "batch"))
+        where = await batch.start()
+        pairs = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(sizes.streams)]
+        urls = [f"{where['http']}/stream/{workflow}" for workflow, _ in pairs]
+        floors.append(
+            System(
+                "batch",
+                "floor: bare batched gRPC + SSE",
+                pid=batch.pid,
+                batch_e2e=Endpoint(where["grpc"], streams=pairs, sse_urls=urls, pid=batch.pid),
+            )
+        )
         sse = await stack.enter_async_context(Child("loadtests.floors", "sse"))
         url = await sse.start()
         floors.append(
@@ -155,21 +172,33 @@ async def start_systems(
         )
         return floors, servers, None
     wanted = [bus for bus in ("memory", "nats") if bus in sections]
+    if "memory" in wanted and getattr(opts, "loop_trial", None):
+        wanted.append("memory_loop")  # the in-memory server again, on the other event loop
     if wanted:
         postgres = await postgres_service(None)
         stack.push_async_callback(postgres.stop)
+    loop = getattr(opts, "event_loop", None)
     for bus in wanted:
         nats_url = nats.url if bus == "nats" and nats is not None else None
+        settings = dict(SERVER_SETTINGS)
+        if loop:
+            settings["event_loop"] = loop
+        if bus == "memory_loop":
+            settings["event_loop"] = opts.loop_trial
         cluster = await stack.enter_async_context(
             ReferenceCluster(
                 instances=1,
                 nats=nats_url is not None,
                 nats_url=nats_url,
                 database_url=postgres.url,
-                settings=SERVER_SETTINGS,
+                settings=settings,
             )
         )
-        label = "reference, in-memory bus" if bus == "memory" else "reference, NATS JetStream"
+        label = {
+            "memory": "reference, in-memory bus",
+            "nats": "reference, NATS JetStream",
+            "memory_loop": f"reference, in-memory bus, {settings.get('event_loop')} loop",
+        }[bus]
         servers.append(
             await _server(stack, cluster.target(), cluster.instances[0].pid, sizes, bus, label)
         )
@@ -187,7 +216,7 @@ async def _server(
     world = await TenantWorld.for_target(target)
     stack.push_async_callback(world.close)
     # RSS is measured only where the process is known, and on one bus (it is per connection).
-    idle = pid is not None and name != "nats"
+    idle = pid is not None and name == "memory"
     return await provision(world, target.grpc_address, pid, sizes, name, label, idle)
 
 

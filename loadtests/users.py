@@ -1,4 +1,5 @@
-"""Locust users: a gRPC publisher and an SSE subscriber, built on the `harness` clients.
+"""Locust users: a gRPC publisher (unary or batched), an HTTP-ingest publisher and an SSE
+subscriber, built on the `harness` clients.
 
 Each published payload is JSON `{"t": <time_ns at publish>, "p": <publisher id>, "seq": n, ...}`.
 The subscriber fires one Locust request event per received event, named by its type, with
@@ -19,11 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import requests
 from locust import User, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
 
-from harness.publisher import SyncPublisher
+from harness.http_ingest import NDJSON, ingest_line, ndjson, task_data_url
+from harness.publisher import SyncPublisher, build_request
 from harness.wire.blocking import HTTPStatusError, SSEConnection
 from harness.wire.sse import SSEEvent
 
@@ -58,6 +61,7 @@ class RunConfig:
     scenario: Scenario = SCENARIOS["llm"]
     rate: float = 50.0
     deliver_timeout: float = 2.0  # seconds
+    batch: int = 1  # events per publish call
     churn_seconds: tuple[float, float] = (0.5, 3.0)
 
     def require(self) -> Fixture:
@@ -85,28 +89,33 @@ def _fire(
 
 
 class GrpcPublisher(User):
-    """Sends TOKEN events with StreamTaskData at the scenario's rate (`--rate` per user)."""
+    """Sends TOKEN events at the scenario's rate (`--rate` events/s per user): one
+    StreamTaskData call per event, or with `--batch N` one StreamTaskDataBatch call per N events
+    (a worker SDK buffering its tokens). Its Locust row counts calls; events = calls x N."""
 
     _due = 0.0  # when the next call is due (time.monotonic)
 
     def wait_time(self) -> float:
         # Fixed pacing: the next call is due one interval after the previous one was due.
         now = time.monotonic()
-        self._due = max(self._due + 1.0 / RUN.rate, now - 1.0)  # catch up at most 1 s
+        self._due = max(self._due + RUN.batch / RUN.rate, now - 1.0)  # catch up at most 1 s
         return max(0.0, self._due - now)
 
     def on_start(self) -> None:
         fixture = RUN.require()
         self.slot = SLOTS.take(self.environment, "publisher")
         self.id = f"{secrets.token_hex(3)}-{os.getpid()}-{self.slot}"
+        self.seq = 0
+        self._turn = self.slot
+        self._due = time.monotonic()
+        self.connect(fixture)
+
+    def connect(self, fixture: Fixture) -> None:
         address = fixture.grpc_address(self.slot)
         key = (address, fixture.worker_token)
         if key not in _publishers:  # one channel per process and instance, as a worker SDK would
             _publishers[key] = SyncPublisher(address, fixture.worker_token, timeout=10.0)
         self.publisher = _publishers[key]
-        self.seq = 0
-        self._turn = self.slot
-        self._due = time.monotonic()
 
     @task
     def publish(self) -> None:
@@ -114,22 +123,77 @@ class GrpcPublisher(User):
         workflow, task_id = fixture.streams[self._turn % len(fixture.streams)]
         if RUN.scenario.children:  # round-robin over the parent's children
             self._turn += 1
-        seq = self.seq + 1
-        payload = json.dumps(
-            {"t": time.time_ns(), "p": self.id, "seq": seq, "tok": _WORDS[seq % len(_WORDS)]}
-        )
+        first, count = self.seq + 1, RUN.batch
+        payloads = [
+            json.dumps({"t": time.time_ns(), "p": self.id, "seq": seq,
+                        "tok": _WORDS[seq % len(_WORDS)]})
+            for seq in range(first, first + count)
+        ]  # fmt: skip
         started = time.perf_counter()
-        error: grpc.RpcError | None = None
+        error: Exception | None = None
         try:
-            self.publisher.send(
-                "token", payload, workflow_id=workflow, task_id=task_id, sequence=seq
-            )
-        except grpc.RpcError as failure:
-            error = failure  # the seq is reused, so a failed call leaves no hole
+            self.send(workflow, task_id, first, payloads)
+        except (grpc.RpcError, OSError, IngestRefused) as failure:
+            error = failure  # the seqs are reused, so a failed call leaves no hole
         else:
-            self.seq = seq
+            self.seq = first + count - 1
         elapsed = (time.perf_counter() - started) * 1000
-        _fire(self.environment, "gRPC", "StreamTaskData", elapsed, len(payload), error)
+        size = sum(len(p) for p in payloads)
+        _fire(self.environment, self.kind, self.call_name(count), elapsed, size, error)
+
+    kind = "gRPC"
+
+    def call_name(self, count: int) -> str:
+        return "StreamTaskData" if count == 1 else f"StreamTaskDataBatch x{count}"
+
+    def send(self, workflow: str, task_id: str, first: int, payloads: list[str]) -> None:
+        if len(payloads) == 1:
+            self.publisher.send(
+                "token", payloads[0], workflow_id=workflow, task_id=task_id, sequence=first
+            )
+            return
+        requests = [
+            build_request(workflow_id=workflow, task_id=task_id, event_type="token",
+                          payload=payload, sequence=first + i)
+            for i, payload in enumerate(payloads)
+        ]  # fmt: skip
+        answer = self.publisher.batch(requests)
+        if answer.rejected:
+            raise IngestRefused(f"{len(answer.rejected)} rejected: {answer.rejected[0]}")
+
+
+class IngestRefused(Exception):
+    """Events of a batch were rejected, or the HTTP ingest answered with an error status."""
+
+
+class HttpIngestPublisher(GrpcPublisher):
+    """`GrpcPublisher` over HTTP ingest (`--ingest http`): each call POSTs `--batch` NDJSON
+    lines to `/api/tenants/{tenant}/task-data`."""
+
+    weight = 0  # only when chosen (the locustfile swaps it in for GrpcPublisher)
+    kind = "HTTP"
+
+    def connect(self, fixture: Fixture) -> None:
+        self.url = task_data_url(fixture.http_urls[self.slot % len(fixture.http_urls)],
+                                 fixture.tenant)  # fmt: skip
+        self.headers = {
+            "Authorization": f"Bearer {fixture.worker_token}",
+            "Content-Type": NDJSON,
+        }
+        self.session = requests.Session()  # gevent-patched by Locust
+
+    def call_name(self, count: int) -> str:
+        return f"task-data x{count}"
+
+    def send(self, workflow: str, task_id: str, first: int, payloads: list[str]) -> None:
+        body = ndjson(
+            ingest_line("token", payload, workflow_id=workflow, task_id=task_id,
+                        sequence=first + i)
+            for i, payload in enumerate(payloads)
+        )  # fmt: skip
+        response = self.session.post(self.url, data=body, headers=self.headers, timeout=10)
+        if response.status_code != 200 or response.json().get("rejected"):
+            raise IngestRefused(f"HTTP {response.status_code}: {response.text[:200]}")
 
 
 class SSESubscriber(User):

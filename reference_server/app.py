@@ -16,9 +16,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from taskstream_proto import task_streaming_pb2, task_streaming_pb2_grpc
+from taskstream_proto import task_streaming_pb2
 
-from . import http_admin, http_meta, http_streams
+from . import http_admin, http_ingest, http_meta, http_streams
 from .auth import ADMIN_PREFIX
 from .bus import Bus, Notice, TokenRevoked
 from .bus_memory import InMemoryBus
@@ -26,12 +26,13 @@ from .context import CONTEXT, ServerContext
 from .directory import Directory
 from .errors import Unavailable
 from .extensions import Extension
-from .grpc_service import TaskExecutionService
+from .grpc_service import TaskExecutionService, add_to_server
+from .http_guard import ConnectionGuard, GuardedRunner
 from .http_problems import add_request_id, problem_middleware
 from .metrics import Metrics
 from .pg_embedded import EmbeddedPostgres
 from .policies import Policies
-from .settings import Settings
+from .settings import Settings, admin_token_weakness
 from .store import Store
 from .streams import StreamRegistry
 
@@ -44,11 +45,15 @@ def create_app(ctx: ServerContext) -> web.Application:
     app[CONTEXT] = ctx
     app.on_response_prepare.append(add_request_id)
     base = "/api/tenants/{tenant}/stream"
-    app.router.add_get(f"{base}/workflows/{{id}}", http_streams.stream_workflow, allow_head=False)
+    # `{id:[^/]+}`: any spelling reaches the handler, which answers 400 for all but the
+    # canonical one (aiohttp's default `{id}` would not route braces: a 404 instead).
+    ident = "{id:[^/]+}"
+    app.router.add_get(f"{base}/workflows/{ident}", http_streams.stream_workflow, allow_head=False)
     app.router.add_get(
-        f"{base}/workflows/{{id}}/consolidated", http_streams.stream_consolidated, allow_head=False
+        f"{base}/workflows/{ident}/consolidated", http_streams.stream_consolidated, allow_head=False
     )
-    app.router.add_get(f"{base}/tasks/{{id}}", http_streams.stream_task, allow_head=False)
+    app.router.add_get(f"{base}/tasks/{ident}", http_streams.stream_task, allow_head=False)
+    app.router.add_post("/api/tenants/{tenant}/task-data", http_ingest.post_task_data)
     http_admin.add_routes(app)
     http_meta.add_routes(app)
     return app
@@ -78,12 +83,15 @@ class Server:
         settings = self.extension.settings(settings)
         if settings.admin_token is None:
             settings = settings.with_changes(admin_token=ADMIN_PREFIX + secrets.token_urlsafe(32))
+        weakness = admin_token_weakness(settings.admin_token or "")
+        if weakness:
+            raise ValueError(f"admin_token {weakness}")
         self.settings = settings
         self.http_url = ""
         self.grpc_address = ""
         self.ctx: ServerContext | None = None
         self._pg: EmbeddedPostgres | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: GuardedRunner | None = None
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._exit = contextlib.AsyncExitStack()
@@ -140,8 +148,9 @@ class Server:
         self.ctx = ctx
         bus.on_notice(self._on_notice)
         await self._start_grpc(ctx)
-        self._runner = web.AppRunner(
-            create_app(ctx), handler_cancellation=True, shutdown_timeout=s.shutdown_grace,
+        guard = ConnectionGuard(s.request_head_timeout, s.max_unauthenticated_connections, metrics)
+        self._runner = GuardedRunner(
+            create_app(ctx), guard, handler_cancellation=True, shutdown_timeout=s.shutdown_grace,
             access_log=None,
         )  # fmt: skip
         await self._runner.setup()
@@ -155,11 +164,10 @@ class Server:
     async def _start_grpc(self, ctx: ServerContext) -> None:
         s = self.settings
         server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+            # Room for the largest batch, so that the batch limit answers, with its message.
+            options=[("grpc.max_receive_message_length", s.max_batch_bytes + 64 * 1024)],
         )
-        task_streaming_pb2_grpc.add_TaskExecutionServicer_to_server(
-            TaskExecutionService(ctx), server
-        )
+        add_to_server(TaskExecutionService(ctx), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

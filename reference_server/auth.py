@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -17,6 +18,9 @@ PREFIXES = {"worker": "fwt_", "user": "fut_", "stream": "fst_"}
 ADMIN_PREFIX = "fat_"
 STREAM_TOKEN_MAX_TTL = 900
 STREAM_TOKEN_DEFAULT_TTL = 300
+# RFC 6750 §2.1 b64token. Anything else (spaces, non-ASCII, bytes that are not UTF-8 and reach us
+# as surrogates) is malformed: refused as 401 before it is hashed.
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def generate_token(kind: str) -> str:
@@ -39,9 +43,14 @@ def bearer_token(header: str | None) -> str | None:
         return None
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
+    if scheme.lower() != "bearer" or not _TOKEN68.fullmatch(token):
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
     return token
+
+
+def well_formed(token: str) -> bool:
+    """Whether `token` has the syntax of a bearer token (for tokens taken from a URL)."""
+    return _TOKEN68.fullmatch(token) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,7 @@ class Principal:
     scope_workflow_id: uuid.UUID | None = None
     scope_task_id: uuid.UUID | None = None
     expires_at: dt.datetime | None = None
+    issued_by: uuid.UUID | None = None  # stream tokens: the user token that minted them
 
     @property
     def is_admin(self) -> bool:
@@ -70,6 +80,7 @@ class Principal:
             scope_workflow_id=record.scope_workflow_id,
             scope_task_id=record.scope_task_id,
             expires_at=record.expires_at,
+            issued_by=record.issued_by,
         )
 
     def seconds_left(self) -> float | None:
@@ -116,7 +127,7 @@ class Authenticator:
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[digest] = (now + self._ttl, principal)
-        if principal.token_id in self._revoked:
+        if principal.token_id in self._revoked or principal.issued_by in self._revoked:
             self._cache.pop(digest, None)
             raise Unauthenticated("the token has been revoked")
         left = principal.seconds_left()
@@ -141,7 +152,10 @@ class Authenticator:
         *,
         scope_workflow_id: uuid.UUID | None = None,
         scope_task_id: uuid.UUID | None = None,
+        issuer: Principal | None = None,
     ) -> tuple[uuid.UUID, str, dt.datetime | None]:
+        """A new token. A stream token minted with a user token (`issuer`) dies with it: it
+        expires no later, and revoking the user token revokes it."""
         if kind not in PREFIXES:
             raise InvalidArgument(f"kind must be one of {', '.join(sorted(PREFIXES))}")
         if kind == "stream":
@@ -158,6 +172,8 @@ class Authenticator:
             if ttl_seconds is not None
             else None
         )
+        if issuer is not None and issuer.expires_at is not None and expires_at is not None:
+            expires_at = min(expires_at, issuer.expires_at)
         token_id = await self._store.insert_token(
             tenant_id=tenant_id,
             kind=kind,
@@ -165,6 +181,7 @@ class Authenticator:
             expires_at=expires_at,
             scope_workflow_id=scope_workflow_id,
             scope_task_id=scope_task_id,
+            issued_by=issuer.token_id if issuer is not None else None,
         )
         return token_id, token, expires_at
 

@@ -85,6 +85,10 @@ class Receiver(Protocol):
         or return False to have it queued for `next_batch`. Only asked while nothing is queued,
         so order is kept."""
 
+    def take_many(self, deliveries: Sequence[Delivery]) -> bool:
+        """`take` for the deliveries of one batch publish (cursor order): all of them in one
+        write, or none (False: they are queued)."""
+
     def failed(self, error: Exception) -> None:
         """The subscription ended with `error`, called once: lets the consumer abort a write
         that is blocked on a stalled client."""
@@ -134,6 +138,27 @@ class Subscription:
             return
         self.last_cursor = delivery.cursor
         self._inbox.append(delivery)
+        self._wakeup.set()
+
+    def offer_many(self, deliveries: Sequence[Delivery]) -> None:
+        """`offer` for several deliveries of one publish (cursor order): an idle receiver takes
+        them all in one write."""
+        if self._failure is not None:
+            return
+        if deliveries[0].cursor <= self.last_cursor:
+            deliveries = [d for d in deliveries if d.cursor > self.last_cursor]
+            if not deliveries:
+                return
+        receiver = self._receiver
+        if receiver is not None and not self._inbox and receiver.take_many(deliveries):
+            self.last_cursor = deliveries[-1].cursor
+            return
+        for delivery in deliveries:
+            if len(self._inbox) >= self.limit:
+                self.fail(SubscriberEvicted(f"subscriber fell {self.limit} events behind"))
+                return
+            self.last_cursor = delivery.cursor
+            self._inbox.append(delivery)
         self._wakeup.set()
 
     def fail(self, error: Exception) -> None:
@@ -223,6 +248,10 @@ class Fanout:
         for member in list(self.members):
             member.offer(delivery)
 
+    def offer_many(self, deliveries: Sequence[Delivery]) -> None:
+        for member in list(self.members):
+            member.offer_many(deliveries)
+
     def fail(self, error: Exception) -> None:
         members, self.members = self.members, set()
         for member in members:
@@ -242,6 +271,10 @@ class Bus(Protocol):
 
     async def publish(self, event: TaskStreamEvent) -> None:
         """Hand the event to the bus; raises BusError when it cannot."""
+
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        """Hand several events to the bus in one call, in order; returns once all of them are
+        carried as `publish` would carry one (raises BusError when it cannot carry them all)."""
 
     async def publish_end(self, stream_key: str, end: End) -> None: ...
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from .bus import End, Fanout, Notice, NoticeListener, Subscription, SubscriptionClosed
-from .bus_nats import NATS_ERRORS, NatsLink, decode_msg, encode_end, subject_of
+from .bus import Fanout, Subscription, SubscriptionClosed
+from .bus_nats import NATS_ERRORS, NatsBus, NatsLink, decode_msg, subject_of
 from .errors import BusError
 from .events import TaskStreamEvent
 from .settings import Settings
@@ -33,7 +33,7 @@ class _Channel:
     nsub: NatsSubscription | None = None
 
 
-class CoreNatsBus:
+class CoreNatsBus(NatsBus):
     """The Bus protocol on core NATS; `start()` connects, `close()` releases everything."""
 
     def __init__(self, settings: Settings) -> None:
@@ -50,17 +50,17 @@ class CoreNatsBus:
         self._end_all("bus closed")
         await self._link.close()
 
-    @property
-    def healthy(self) -> bool:
-        return self._link.healthy
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        """All the messages, then one flush barrier for the lot."""
+        self._link.check_up()
+        try:
+            for event in events:
+                await self._link.nc.publish(subject_of(event.stream_key), event.to_json())
+            await self._link.barrier()
+        except NATS_ERRORS as error:
+            raise BusError(f"publish failed: {error!r}") from error
 
-    async def publish(self, event: TaskStreamEvent) -> None:
-        await self._send(subject_of(event.stream_key), event.to_json())
-
-    async def publish_end(self, stream_key: str, end: End) -> None:
-        await self._send(subject_of(stream_key), encode_end(end))
-
-    async def _send(self, subject: str, body: bytes) -> None:
+    async def send(self, subject: str, body: bytes) -> None:
         self._link.check_up()
         try:
             await self._link.nc.publish(subject, body)
@@ -94,12 +94,6 @@ class CoreNatsBus:
             await self._join(subscription, new)
         except (BusError, *NATS_ERRORS) as error:
             subscription.fail(SubscriptionClosed(f"could not add streams: {error!r}"))
-
-    async def announce(self, notice: Notice) -> None:
-        await self._link.announce(notice)
-
-    def on_notice(self, listener: NoticeListener) -> None:
-        self._link.on_notice(listener)
 
     async def _join(self, sub: Subscription, keys: Sequence[str]) -> None:
         for key in keys:

@@ -30,19 +30,20 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api
 
-from .bus import Delivery, End, Fanout, Notice, NoticeListener, Subscription, SubscriptionClosed
+from .bus import Delivery, Fanout, Subscription, SubscriptionClosed
 from .bus_nats import (
     ACK_TIMEOUT,
     NATS_ERRORS,
+    NatsBus,
     NatsLink,
     decode_msg,
-    encode_end,
     ensure_stream,
     settle,
     subject_of,
 )
 from .errors import BusError
 from .events import TaskStreamEvent
+from .nats_acks import NoStream, PubAcks, Refused
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,13 @@ class _Shared:
         self._release: Callable[[_Shared], None] | None = release
 
     def offer(self, delivery: Delivery) -> None:
-        if self.failure is None and delivery.cursor > self.last_cursor:
-            self.last_cursor = delivery.cursor
-            self.members.offer(delivery)
+        self.offer_many((delivery,))
+
+    def offer_many(self, deliveries: Sequence[Delivery]) -> None:
+        if self.failure is None and deliveries[-1].cursor > self.last_cursor:
+            fresh = [d for d in deliveries if d.cursor > self.last_cursor]
+            self.last_cursor = deliveries[-1].cursor
+            self.members.offer_many(fresh)
 
     def fail(self, error: Exception) -> None:
         if self.failure is None:
@@ -105,9 +110,17 @@ class _Feed:
     sink: Subscription | _Shared
     consumer: _Consumer | None = None  # the current one
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Live deliveries read in this turn of the loop, offered together at its end: a burst of
+    # messages reaches a subscriber's socket in one write.
+    pending: list[Delivery] = field(default_factory=list)
+
+    def flush(self) -> None:
+        if self.pending:
+            deliveries, self.pending = self.pending, []
+            self.sink.offer_many(deliveries)
 
 
-class JetStreamBus:
+class JetStreamBus(NatsBus):
     """The Bus protocol on NATS JetStream; `start()` connects, `close()` releases everything."""
 
     def __init__(self, settings: Settings) -> None:
@@ -119,9 +132,11 @@ class JetStreamBus:
         self._shared: dict[frozenset[str], _Shared] = {}
         self._member_of: dict[Subscription, _Shared] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._acks = PubAcks(ACK_TIMEOUT)
 
     async def start(self) -> None:
         await self._link.start(self._ensure_stream)
+        await self._acks.start(self._link.nc)
         self._watcher = asyncio.create_task(self._watch_consumers(), name="nats-consumers")
 
     async def close(self) -> None:
@@ -130,21 +145,27 @@ class JetStreamBus:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await self._acks.close()
         await self._link.close()
-
-    @property
-    def healthy(self) -> bool:
-        return self._link.healthy
 
     # -- publishing ------------------------------------------------------------------------------
 
-    async def publish(self, event: TaskStreamEvent) -> None:
-        await self._send(subject_of(event.stream_key), event.to_json())
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        """Pipelined: every message is written before any PubAck is awaited, then one wait for
+        all of them (one round trip per batch, not per event)."""
+        self._link.check_up()
+        messages = [(subject_of(event.stream_key), event.to_json()) for event in events]
+        try:
+            await self._acks.publish(self._link.nc, messages)
+        except NoStream as error:
+            self._link.spawn(self._link.recover())
+            raise BusError("no JetStream stream answered") from error
+        except Refused as error:
+            raise BusError(f"JetStream refused a message: {error}") from error
+        except NATS_ERRORS as error:
+            raise BusError(f"publish failed: {error!r}") from error
 
-    async def publish_end(self, stream_key: str, end: End) -> None:
-        await self._send(subject_of(stream_key), encode_end(end))
-
-    async def _send(self, subject: str, body: bytes) -> None:
+    async def send(self, subject: str, body: bytes) -> None:
         self._link.check_up()
         try:
             # A timer on the ack future itself: cheaper than wait_for or asyncio.timeout.
@@ -274,7 +295,9 @@ class JetStreamBus:
         consumer.delivered = meta.sequence.consumer
         delivery = decode_msg(msg, meta.sequence.stream, shared=True)
         if delivery is not None and consumer.replay is None:
-            feed.sink.offer(delivery)
+            if not feed.pending:
+                asyncio.get_running_loop().call_soon(feed.flush)
+            feed.pending.append(delivery)
         elif delivery is not None and consumer.replay is not None:
             consumer.replay.append(delivery)
         if consumer.delivered >= consumer.replay_target >= 0 or meta.num_pending == 0:
@@ -304,12 +327,6 @@ class JetStreamBus:
             finally:
                 if old is not None:
                     self._link.spawn(self._release(old))
-
-    async def announce(self, notice: Notice) -> None:
-        await self._link.announce(notice)
-
-    def on_notice(self, listener: NoticeListener) -> None:
-        self._link.on_notice(listener)
 
     # -- letting go ------------------------------------------------------------------------------
 

@@ -68,6 +68,30 @@ class InMemoryBus:
     async def publish(self, event: TaskStreamEvent) -> None:
         self._append(event.stream_key, event)
 
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        """One pass over the batch; each subscriber then gets its share in one offer (one write
+        when its socket is idle), in cursor order."""
+        now = time.monotonic()
+        shares: dict[Subscription, list[Delivery]] = {}
+        for event in events:
+            key = event.stream_key
+            self._cursor += 1
+            delivery = Delivery(self._cursor, key, event)
+            channel = self._channel(key)
+            if len(channel.ring) == channel.ring.maxlen:
+                channel.dropped_upto = channel.ring[0][1].cursor
+            channel.ring.append((now, delivery))
+            for sub in channel.subscribers.members:
+                share = shares.get(sub)
+                if share is None:
+                    shares[sub] = [delivery]
+                else:
+                    share.append(delivery)
+        for key in {event.stream_key for event in events}:
+            self._trim(self._channels[key], now)
+        for sub, share in shares.items():
+            sub.offer_many(share)
+
     async def publish_end(self, stream_key: str, end: End) -> None:
         self._append(stream_key, end)
 

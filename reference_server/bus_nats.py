@@ -12,10 +12,10 @@ have no top-level `end` key). Notices go over core NATS on `flovyn.control.notic
 echo, so each listener sees each notice exactly once per instance.
 
 The buses themselves: `bus_jetstream.JetStreamBus` (default: replay and resume across instances)
-and `bus_core.CoreNatsBus` (`nats_mode="core"`, the seed's live-only pub/sub); `open_nats_bus`
-picks one. Losing the connection ends every subscription with `SubscriptionClosed`: clients resume
-with their last id instead of stalling on a lost feed. While disconnected, publishing raises
-`BusError` at once instead of buffering.
+and `bus_core.CoreNatsBus` (`nats_mode="core"`, the seed's live-only pub/sub), both `NatsBus`
+over one `NatsLink`; `open_nats_bus` picks one. Losing the connection ends every subscription
+with `SubscriptionClosed`: clients resume with their last id instead of stalling on a lost feed.
+While disconnected, publishing raises `BusError` at once instead of buffering.
 """
 
 from __future__ import annotations
@@ -126,6 +126,33 @@ def settle(future: asyncio.Future[Any], result: Any = None, error: Exception | N
         future.set_result(result)
     else:
         future.set_exception(error)
+
+
+class NatsBus:
+    """What both NATS buses do alike, through their `NatsLink`: health, notices, and turning an
+    item into a subject and a body. Each bus says how a body is `send`-t and confirmed."""
+
+    _link: NatsLink
+
+    @property
+    def healthy(self) -> bool:
+        return self._link.healthy
+
+    async def publish(self, event: TaskStreamEvent) -> None:
+        await self.send(subject_of(event.stream_key), event.to_json())
+
+    async def publish_end(self, stream_key: str, end: End) -> None:
+        await self.send(subject_of(stream_key), encode_end(end))
+
+    async def send(self, subject: str, body: bytes) -> None:
+        """Publish one body on `subject`, returning once the broker has it; BusError if not."""
+        raise NotImplementedError
+
+    async def announce(self, notice: Notice) -> None:
+        await self._link.announce(notice)
+
+    def on_notice(self, listener: NoticeListener) -> None:
+        self._link.on_notice(listener)
 
 
 class NatsLink:

@@ -12,7 +12,7 @@ import sys
 import urllib.request
 from collections.abc import Sequence
 
-from . import __version__, logs, settings
+from . import __version__, launch, logs, settings
 from .app import Server
 from .extensions import Extension
 
@@ -28,7 +28,12 @@ def main(argv: Sequence[str] | None = None, *, extension: Extension | None = Non
     config = settings.from_sources(args, __import__("os").environ)
     logs.configure(config.log_level, config.log_json)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, extension))
+        if config.event_loop == "uvloop":
+            import uvloop
+
+            uvloop.run(_serve(config, extension))
+        else:
+            asyncio.run(_serve(config, extension))
     return 0
 
 
@@ -39,10 +44,11 @@ async def _serve(config: settings.Settings, extension: Extension | None) -> None
         loop.add_signal_handler(sig, stop.set)
     nats_server = None
     if config.nats_url == "embedded":
-        from .nats_embedded import EmbeddedNatsServer
-
-        nats_server = EmbeddedNatsServer(config.data_dir / "nats")
-        config = config.with_changes(nats_url=await nats_server.start())
+        try:
+            nats_server = await launch.start_nats(config.data_dir / "nats")
+        except launch.EmbeddedUnavailable as error:
+            raise SystemExit(str(error)) from None
+        config = config.with_changes(nats_url=nats_server.url)
     generated_admin = config.admin_token is None
     try:
         async with Server(config, extension=extension) as server:
@@ -55,7 +61,7 @@ async def _serve(config: settings.Settings, extension: Extension | None) -> None
             print("shutting down", file=sys.stderr, flush=True)
     finally:
         if nats_server is not None:
-            await nats_server.stop()
+            await asyncio.to_thread(nats_server.terminate)
 
 
 def _call(url: str, token: str, body: dict[str, object]) -> dict[str, object]:

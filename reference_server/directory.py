@@ -24,6 +24,7 @@ class Directory:
         self._size = size
         self._workflows: collections.OrderedDict[uuid.UUID, Owner] = collections.OrderedDict()
         self._tasks: collections.OrderedDict[uuid.UUID, Owner] = collections.OrderedDict()
+        self._unknown_tasks: collections.OrderedDict[uuid.UUID, None] = collections.OrderedDict()
 
     async def workflow(self, workflow_id: uuid.UUID) -> Owner | None:
         owner = self._hit(self._workflows, workflow_id)
@@ -43,12 +44,28 @@ class Directory:
             owner = self._put(self._tasks, task_id, Owner(record.tenant_id, record.parent_id))
         return owner
 
+    async def task_label(self, task_id: uuid.UUID) -> Owner | None:
+        """`task`, for the task id a worker puts on a workflow's event. Misses are cached too:
+        such ids are often labels of no task, looked up on every event; and the server mints
+        task ids itself (random UUIDs), so an id unknown now cannot name a task created later
+        unless it is created through this directory (`remember_task` drops the miss)."""
+        if task_id in self._unknown_tasks:
+            self._unknown_tasks.move_to_end(task_id)
+            return None
+        owner = await self.task(task_id)
+        if owner is None:
+            self._unknown_tasks[task_id] = None
+            if len(self._unknown_tasks) > self._size:
+                self._unknown_tasks.popitem(last=False)
+        return owner
+
     def remember_workflow(self, workflow_id: uuid.UUID, tenant_id: uuid.UUID) -> None:
         self._put(self._workflows, workflow_id, Owner(tenant_id, None))
 
     def remember_task(
         self, task_id: uuid.UUID, tenant_id: uuid.UUID, workflow_id: uuid.UUID | None
     ) -> None:
+        self._unknown_tasks.pop(task_id, None)
         self._put(self._tasks, task_id, Owner(tenant_id, workflow_id))
 
     @staticmethod

@@ -14,6 +14,7 @@ class ErrorCode(enum.Enum):
     RESOURCE_EXHAUSTED = "resource-exhausted"
     UNAVAILABLE = "unavailable"
     PAYLOAD_TOO_LARGE = "payload-too-large"
+    BATCH_TOO_LARGE = "batch-too-large"
 
 
 class StreamingError(Exception):
@@ -56,6 +57,13 @@ class Conflict(StreamingError):
 class TooManyStreams(StreamingError):
     code = ErrorCode.RESOURCE_EXHAUSTED
     title = "Too many streams"
+
+
+class BatchTooLarge(StreamingError):
+    """A batch over the events or bytes limit: refused whole, nothing of it delivered."""
+
+    code = ErrorCode.BATCH_TOO_LARGE
+    title = "Batch too large"
 
 
 class Unavailable(StreamingError):

@@ -65,6 +65,9 @@ class BusWrapper:
     async def publish(self, event: TaskStreamEvent) -> None:
         await self.inner.publish(event)
 
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        await self.inner.publish_many(events)
+
     async def publish_end(self, stream_key: str, end: End) -> None:
         await self.inner.publish_end(stream_key, end)
 

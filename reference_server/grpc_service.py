@@ -1,42 +1,93 @@
-"""flovyn.v1.TaskExecution/StreamTaskData: authenticate, validate, check ownership, publish."""
+"""flovyn.v1.TaskExecution: the unary call, batches and client streams, all through the one
+validation of `ingest`; this module only speaks gRPC (metadata, statuses, messages)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Generic, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from taskstream_proto import task_streaming_pb2 as pb
 from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
 
-from .auth import bearer_token
+from . import ingest
 from .context import ServerContext
-from .errors import (
-    BusError,
-    ErrorCode,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    StreamingError,
-    Unauthenticated,
-)
-from .events import StreamEventType, TaskStreamEvent
-from .ids import parse_uuid
+from .errors import InvalidArgument, StreamingError, Unauthenticated
+from .ingest import GRPC_STATUS, Rejection
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
 
-GRPC_STATUS = {
-    ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
-    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
-    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
-    ErrorCode.PAYLOAD_TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-}
+
+class Undecodable(Generic[M]):
+    """Request bytes that are not a `M` message. grpc.aio decodes before the handler runs and
+    turns a decoder exception into `UNKNOWN` with an ERROR traceback; a deserializer that
+    returns this instead lets the handler answer `INVALID_ARGUMENT`, counted like any refusal."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def lenient(message: type[M]) -> Callable[[bytes], M | Undecodable[M]]:
+    """A request deserializer for `message` that never raises."""
+
+    def parse(raw: bytes) -> M | Undecodable[M]:
+        try:
+            return message.FromString(raw)
+        except (DecodeError, RecursionError, ValueError) as error:
+            reason = str(error) or type(error).__name__
+            return Undecodable(f"not a {message.DESCRIPTOR.name}: {reason}")
+
+    return parse
+
+
+def decoded(request: M | Undecodable[M]) -> M:
+    """The message, or INVALID_ARGUMENT (checked after authentication, like every refusal)."""
+    if isinstance(request, Undecodable):
+        raise InvalidArgument(f"the request is {request.reason}")
+    return request
+
+
+def add_to_server(service: TaskExecutionService, server: grpc.aio.Server) -> None:
+    """Register the service as the generated `add_TaskExecutionServicer_to_server` does, but
+    with request deserializers that never raise (see `Undecodable`)."""
+    batch = lenient(pb.StreamTaskDataBatchRequest)
+    answer = pb.StreamTaskDataBatchResponse.SerializeToString
+    handlers = {
+        "StreamTaskData": grpc.unary_unary_rpc_method_handler(
+            service.StreamTaskData,
+            request_deserializer=lenient(pb.StreamTaskDataRequest),
+            response_serializer=pb.StreamTaskDataResponse.SerializeToString,
+        ),
+        "StreamTaskDataBatch": grpc.unary_unary_rpc_method_handler(
+            service.StreamTaskDataBatch, request_deserializer=batch, response_serializer=answer
+        ),
+        "StreamTaskDataStream": grpc.stream_unary_rpc_method_handler(
+            service.StreamTaskDataStream, request_deserializer=batch, response_serializer=answer
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["TaskExecution"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+
+
 _ACK = pb.StreamTaskDataResponse(acknowledged=True)
+Context = grpc.aio.ServicerContext[pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
+BatchContext = grpc.aio.ServicerContext[
+    pb.StreamTaskDataBatchRequest, pb.StreamTaskDataBatchResponse
+]
+
+
+def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None
 
 
 class TaskExecutionService(pb_grpc.TaskExecutionServicer):
@@ -45,75 +96,81 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
         self._codes = {
             code: ctx.metrics.grpc_requests.labels(code.name) for code in grpc.StatusCode
         }
-        self._published = {t: ctx.metrics.events_published.labels(t.name) for t in StreamEventType}
+
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, error: StreamingError
+    ) -> None:
+        code = GRPC_STATUS[error.code]
+        self._codes[code].inc()
+        log.info(f"{method} refused", extra={"code": code.name, "reason": error.detail})
+        await context.abort(code, error.detail)
 
     async def StreamTaskData(
-        self, request: pb.StreamTaskDataRequest, context: grpc.aio.ServicerContext[
-            pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
-    ) -> pb.StreamTaskDataResponse:  # fmt: skip
+        self, request: pb.StreamTaskDataRequest | Undecodable[Any], context: Context
+    ) -> pb.StreamTaskDataResponse:
+        ctx = self._ctx
         try:
-            event = await self._accept(request, context)
+            principal = await ingest.worker_principal(ctx, _authorization(context))
+            lookups = ingest.Lookups(ctx.directory)
+            now_ms = int(time.time() * 1000)
+            event = await ingest.accept(ctx, principal, decoded(request), lookups, now_ms)
         except StreamingError as error:
-            code = GRPC_STATUS[error.code]
-            self._codes[code].inc()
-            log.info("StreamTaskData refused", extra={"code": code.name, "reason": error.detail})
-            await context.abort(code, error.detail)
-        try:
-            await self._ctx.bus.publish(event)
-        except BusError as error:
-            # Fire-and-forget: the worker must not stall on the bus; the loss is counted.
-            self._ctx.metrics.publish_errors.inc()
-            log.warning("publish failed", extra={"reason": str(error)})
-        else:
-            self._published[event.event_type].inc()
+            await self._refuse(context, "StreamTaskData", error)
+        await ingest.publish(ctx, [event])
         self._codes[grpc.StatusCode.OK].inc()
         return _ACK
 
-    async def _accept(
-        self, request: pb.StreamTaskDataRequest, context: grpc.aio.ServicerContext[
-            pb.StreamTaskDataRequest, pb.StreamTaskDataResponse]
-    ) -> TaskStreamEvent:  # fmt: skip
+    async def StreamTaskDataBatch(
+        self, request: pb.StreamTaskDataBatchRequest | Undecodable[Any], context: BatchContext
+    ) -> pb.StreamTaskDataBatchResponse:
         ctx = self._ctx
-        metadata = dict(context.invocation_metadata() or ())
-        raw = metadata.get("authorization")
-        token = bearer_token(raw if isinstance(raw, str) else None)
-        principal = await ctx.auth.authenticate(token)
-        if principal.kind != "worker":
-            raise PermissionDenied(f"a {principal.kind} token cannot publish; use a worker token")
-        event_type = StreamEventType.from_proto(request.type)
-        if event_type is None:
-            raise InvalidArgument(
-                f"type must be TOKEN, PROGRESS, DATA or ERROR (got {request.type})"
-            )
-        if not request.task_execution_id and not request.workflow_execution_id:
-            raise InvalidArgument("task_execution_id and workflow_execution_id are both empty")
-        if len(request.payload.encode()) > ctx.settings.max_payload_bytes:
-            raise InvalidArgument(f"payload exceeds {ctx.settings.max_payload_bytes} bytes (UTF-8)")
-        task_id = (
-            parse_uuid(request.task_execution_id, "task_execution_id")
-            if (request.task_execution_id)
-            else None
-        )
-        if request.workflow_execution_id:
-            workflow_id = parse_uuid(request.workflow_execution_id, "workflow_execution_id")
-            owner, noun = await ctx.directory.workflow(workflow_id), "workflow"
-            what = f"workflow execution {workflow_id}"
-        else:
-            assert task_id is not None  # both empty was refused above
-            owner, noun = await ctx.directory.task(task_id), "task"
-            what = f"task execution {task_id}"
-        if owner is None:
-            raise NotFound(f"{what} not found")
-        ctx.policies.publish.check_owner(principal, owner.tenant_id, noun)
-        return TaskStreamEvent(
-            task_execution_id=request.task_execution_id,
-            workflow_execution_id=request.workflow_execution_id,
-            sequence=request.sequence,
-            event_type=event_type,
-            payload=request.payload,
-            timestamp_ms=request.timestamp_ms,
-            published_at_ms=int(time.time() * 1000),
-        )
+        try:
+            principal = await ingest.worker_principal(ctx, _authorization(context))
+            events = decoded(request).events
+            ingest.check_size(ctx, events)
+            batch = await ingest.accept_batch(ctx, principal, events)
+        except StreamingError as error:
+            await self._refuse(context, "StreamTaskDataBatch", error)
+        await ingest.publish(ctx, batch.events)
+        self._codes[grpc.StatusCode.OK].inc()
+        return _response(len(batch.events), batch.rejected)
+
+    async def StreamTaskDataStream(
+        self,
+        request_iterator: AsyncIterator[pb.StreamTaskDataBatchRequest | Undecodable[Any]],
+        context: BatchContext,
+    ) -> pb.StreamTaskDataBatchResponse:
+        ctx = self._ctx
+        accepted, index = 0, 0
+        rejected: list[Rejection] = []
+        try:
+            authorization = _authorization(context)
+            principal = await ingest.worker_principal(ctx, authorization)
+            async for message in request_iterator:
+                # Cached, so cheap per message: a token revoked or expired mid-stream ends it.
+                principal = await ingest.worker_principal(ctx, authorization)
+                events = decoded(message).events
+                ingest.check_size(ctx, events)
+                batch = await ingest.accept_batch(ctx, principal, events, first_index=index)
+                index += len(events)
+                # Published before the next message is read: order holds across batches.
+                await ingest.publish(ctx, batch.events)
+                accepted += len(batch.events)
+                rejected.extend(batch.rejected)
+        except StreamingError as error:
+            await self._refuse(context, "StreamTaskDataStream", error)
+        self._codes[grpc.StatusCode.OK].inc()
+        return _response(accepted, rejected)
 
 
-__all__ = ["GRPC_STATUS", "TaskExecutionService", "Unauthenticated"]
+def _response(accepted: int, rejected: list[Rejection]) -> pb.StreamTaskDataBatchResponse:
+    return pb.StreamTaskDataBatchResponse(
+        accepted=accepted,
+        rejected=[
+            pb.StreamTaskDataRejection(index=r.index, code=r.code, message=r.message)
+            for r in rejected
+        ],
+    )
+
+
+__all__ = ["GRPC_STATUS", "TaskExecutionService", "Unauthenticated", "add_to_server"]

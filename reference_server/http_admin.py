@@ -1,4 +1,5 @@
-"""Management API (DESIGN §7): tenants, tokens, executions, completion and stream tokens."""
+"""Management API (openapi.yaml, `/api/admin/...`): tenants, tokens, executions, completion
+and stream tokens."""
 
 from __future__ import annotations
 
@@ -14,19 +15,24 @@ from .bus import DescendantCreated, End, TokenRevoked
 from .context import CONTEXT, ServerContext
 from .errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from .events import task_key, workflow_key
+from .http_guard import mark_authenticated
 from .ids import parse_uuid
 from .store import TERMINAL_STATUSES, Execution, Tenant
 
-_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Patterns are applied with fullmatch: `$` would let a trailing newline through.
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600  # tokens that should never expire: omit ttlSeconds
-_KIND = re.compile(r"^[\w.:/-]{1,200}$")
+_KIND = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
+MAX_JSON_DEPTH = 8  # management bodies are flat objects
 
 
 async def _principal(request: web.Request) -> Principal:
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise Unauthenticated("a bearer token is required")
-    return await request.app[CONTEXT].auth.authenticate(token)
+    principal = await request.app[CONTEXT].auth.authenticate(token)
+    mark_authenticated(request)
+    return principal
 
 
 async def _admin(request: web.Request) -> None:
@@ -36,13 +42,17 @@ async def _admin(request: web.Request) -> None:
 
 async def _tenant(request: web.Request) -> Tenant:
     """The path's tenant, for a user token of that tenant or the admin token."""
+    return (await _caller_and_tenant(request))[1]
+
+
+async def _caller_and_tenant(request: web.Request) -> tuple[Principal, Tenant]:
     principal = await _principal(request)
     slug = request.match_info["tenant"]
     require_tenant_access(principal, slug)
     tenant = await request.app[CONTEXT].store.tenant_by_slug(slug)
     if tenant is None:
         raise NotFound(f"no tenant {slug!r}")
-    return tenant
+    return principal, tenant
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -52,14 +62,33 @@ async def _body(request: web.Request) -> dict[str, Any]:
         body = await request.json(loads=json.loads)
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("the body must be a JSON object") from None
+    except RecursionError:
+        raise InvalidArgument(f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise InvalidArgument("the body must be a JSON object")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise InvalidArgument(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+def _depth(value: object) -> int:
+    """Nesting depth, iteratively: a body that parsed can still be too deep to recurse over."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend(
+                    (child, level + 1)
+                    for child in (item.values() if isinstance(item, dict) else item)
+                )
+    return deepest
 
 
 def _string(body: dict[str, Any], name: str, pattern: re.Pattern[str] | None = None) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not value or (pattern and not pattern.match(value)):
+    if not isinstance(value, str) or not value or (pattern and not pattern.fullmatch(value)):
         raise InvalidArgument(f"{name} is required and must be a valid string")
     return value
 
@@ -95,7 +124,7 @@ def _execution_json(execution: Execution, slug: str, parent_name: str) -> dict[s
 async def create_tenant(request: web.Request) -> web.Response:
     await _admin(request)
     slug = _string(await _body(request), "slug")
-    if not _SLUG.match(slug):
+    if not _SLUG.fullmatch(slug):
         raise InvalidArgument("slug: lower-case letters, digits and '-', at most 63 characters")
     tenant = await request.app[CONTEXT].store.create_tenant(slug)
     return web.json_response({"id": str(tenant.id), "slug": tenant.slug}, status=201)
@@ -130,6 +159,12 @@ async def revoke_token(request: web.Request) -> web.Response:
     token_id = parse_uuid(request.match_info["id"], "token id")
     if not await ctx.store.revoke_token(token_id):
         raise NotFound(f"no token {token_id}")
+    return await _revoked(ctx, token_id)
+
+
+async def _revoked(ctx: ServerContext, token_id: uuid.UUID) -> web.Response:
+    """Tell this instance at once and the others through the bus (their store poll is the
+    fallback); streams opened with the token, or with stream tokens it minted, end."""
     ctx.auth.revoked(token_id)
     await ctx.bus.announce(TokenRevoked(str(token_id)))
     return web.Response(status=204)
@@ -217,7 +252,7 @@ async def _complete(request: web.Request, table: str) -> web.Response:
 
 
 async def create_stream_token(request: web.Request) -> web.Response:
-    tenant = await _tenant(request)
+    caller, tenant = await _caller_and_tenant(request)
     ctx = request.app[CONTEXT]
     body = await _body(request)
     workflow_id = _optional_uuid(body, "workflowExecutionId")
@@ -231,15 +266,28 @@ async def create_stream_token(request: web.Request) -> web.Response:
         owner = await ctx.directory.task(task_id)
     if owner is None or owner.tenant_id != tenant.id:
         raise NotFound("execution not found")
-    _token_id, token, expires_at = await ctx.auth.issue(
+    token_id, token, expires_at = await ctx.auth.issue(
         tenant.id,
         "stream",
         _optional_ttl(body),
         scope_workflow_id=workflow_id,
         scope_task_id=task_id,
+        issuer=None if caller.is_admin else caller,
     )
     assert expires_at is not None
-    return web.json_response({"token": token, "expiresAt": expires_at.isoformat()}, status=201)
+    return web.json_response(
+        {"id": str(token_id), "token": token, "expiresAt": expires_at.isoformat()}, status=201
+    )
+
+
+async def revoke_stream_token(request: web.Request) -> web.Response:
+    """A tenant's user (or the admin) revokes one of the tenant's stream tokens."""
+    tenant = await _tenant(request)
+    ctx = request.app[CONTEXT]
+    token_id = parse_uuid(request.match_info["id"], "id")
+    if not await ctx.store.revoke_token(token_id, tenant_id=tenant.id, kind="stream"):
+        raise NotFound(f"no stream token {token_id}")
+    return await _revoked(ctx, token_id)
 
 
 def add_routes(app: web.Application) -> None:
@@ -254,3 +302,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{base}/task-executions/{{id}}", get_task, allow_head=False)
     app.router.add_post(f"{base}/task-executions/{{id}}/complete", complete_task)
     app.router.add_post(f"{base}/stream-tokens", create_stream_token)
+    app.router.add_post(f"{base}/stream-tokens/{{id}}/revoke", revoke_stream_token)

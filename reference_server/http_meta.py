@@ -11,7 +11,7 @@ from . import SPEC_VERSION, __version__
 from .context import CONTEXT
 
 PROFILES_MEMORY = ["core", "consolidated", "resume", "lifecycle", "standalone-tasks",
-                   "browser-auth", "limits"]  # fmt: skip
+                   "browser-auth", "limits", "batch-ingest", "http-ingest"]  # fmt: skip
 
 
 async def discovery(request: web.Request) -> web.Response:
@@ -31,6 +31,8 @@ async def discovery(request: web.Request) -> web.Response:
             "keepaliveIntervalSeconds": s.keepalive_interval,
             "idleTimeoutSeconds": s.idle_timeout,
             "maxPayloadBytes": s.max_payload_bytes,
+            "maxBatchEvents": s.max_batch_events,
+            "maxBatchBytes": s.max_batch_bytes,
             "maxStreamsPerTenant": s.max_streams_per_tenant,
             "bus": "nats-" + s.nats_mode if s.nats_enabled else "memory",
             "retention": {"maxEvents": s.replay_max_events, "maxAgeSeconds": s.replay_max_age}

@@ -23,6 +23,7 @@ HTTP_STATUS = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.BATCH_TOO_LARGE: 413,
     ErrorCode.RESOURCE_EXHAUSTED: 429,
     ErrorCode.UNAVAILABLE: 503,
 }
@@ -62,7 +63,10 @@ def from_error(error: StreamingError) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")
+# Visible ASCII without the characters that could confuse a log or header parser; `\w` would
+# admit any Unicode letter, and `$` a trailing newline.
+REQUEST_ID_MAX_LENGTH = 128
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{REQUEST_ID_MAX_LENGTH}}}")
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
@@ -72,7 +76,7 @@ def request_id(request: web.Request) -> str:
     rid = request.get(REQUEST_ID)
     if rid is None:
         given = request.headers.get("X-Request-ID", "")
-        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
         request[REQUEST_ID] = rid
     return rid
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from .bus import Delivery, End, SubscriberEvicted, Subscription, SubscriptionClo
 from .context import CONTEXT, ServerContext
 from .errors import BusError, NotFound, StreamingError, Unavailable
 from .events import task_key, workflow_key
+from .http_guard import mark_authenticated
 from .http_problems import HTTP_STATUS, request_id
 from .ids import parse_uuid
 from .sse_writer import StreamWriter
@@ -78,6 +80,7 @@ class StreamSession:
         tenant's limit while it is open."""
         policies = self.ctx.policies
         principal = await policies.access.principal(self.request, self.ctx.auth)
+        mark_authenticated(self.request)
         target_id = parse_uuid(self.request.match_info["id"], "id")
         tenant_slug = self.request.match_info["tenant"]
         policies.access.check_token(principal, tenant_slug, self.kind, target_id)
@@ -130,7 +133,9 @@ class StreamSession:
         except BusError as error:
             log.warning("subscribe failed", extra={"reason": str(error)})
             raise Unavailable("the event bus is unavailable; retry shortly") from error
-        stream = OpenStream(plan.tenant_id, principal.token_id, sub, plan.tree)
+        stream = OpenStream(
+            plan.tenant_id, principal.token_id, sub, plan.tree, issued_by=principal.issued_by
+        )
         ctx.streams.add(stream)
         gauge = ctx.metrics.subscribers_active.labels(plan.kind)
         gauge.inc()
@@ -183,9 +188,8 @@ class StreamSession:
     ) -> str:
         """gap (if any), replay, then `end` or the live feed; returns why the stream ended."""
         if sub.gap:
-            requested = "" if after is None or after < 0 else str(after)
-            await writer.response.write(self.framing.gap(requested))
-        if await writer.write(sub.replay):
+            await self.write_gap(writer, after)
+        if await self.write_batch(writer, sub.replay):
             return "replayed to the end"
         if status is not None:
             target = writer.target
@@ -196,6 +200,16 @@ class StreamSession:
             return await self.pump(principal, sub, writer)
         finally:
             self.writer = None
+
+    async def write_gap(self, writer: StreamWriter, after: int | None) -> None:
+        """The `gap` event: the cursor could not be placed (SPEC.md §4.10)."""
+        requested = "" if after is None or after < 0 else str(after)
+        await writer.response.write(self.framing.gap(requested))
+
+    async def write_batch(self, writer: StreamWriter, batch: list[Delivery]) -> bool:
+        """Write the replay or one live batch; True once the stream's `end` is written. (Single
+        live deliveries may go straight out through `take` instead.)"""
+        return await writer.write(batch)
 
     async def pump(self, principal: Principal, sub: Subscription, writer: StreamWriter) -> str:
         """Write live batches until the stream ends. One timer per stream wakes the loop for
@@ -222,7 +236,7 @@ class StreamSession:
                     return "evicted: too slow"
                 except SubscriptionClosed as closed:
                     return f"bus closed the subscription: {closed}"
-                if batch and await writer.write(batch):
+                if batch and await self.write_batch(writer, batch):
                     return "finished"
                 if writer.last_write > last_write:  # written here or straight from the bus
                     last_write = writer.last_write
@@ -257,7 +271,10 @@ class StreamSession:
     # -- the subscription's Receiver -------------------------------------------------------------
 
     def take(self, delivery: Delivery) -> bool:
-        return self.writer is not None and self.writer.direct(delivery)
+        return self.writer is not None and self.writer.direct((delivery,))
+
+    def take_many(self, deliveries: Sequence[Delivery]) -> bool:
+        return self.writer is not None and self.writer.direct(deliveries)
 
     def failed(self, error: Exception) -> None:
         if isinstance(error, SubscriberEvicted):

@@ -1,18 +1,28 @@
-"""Identifiers in requests: one parser for every UUID a client sends (path, body, gRPC field)."""
+"""Execution and token ids on the wire: one spelling of a UUID, parsed in one place.
+
+Ids become bus keys, cache keys and retention buffers, so two spellings of one UUID would be two
+streams: `ABC…`, `abc…` without hyphens and `urn:uuid:abc…` would be acknowledged and never
+delivered, each with its own buffer. Only the canonical form (RFC 9562 §4: lower-case hex,
+8-4-4-4-12 with hyphens) is accepted, on gRPC and HTTP alike; everything else is refused before
+anything is keyed.
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from .errors import InvalidArgument
 
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 
 def parse_uuid(raw: str, name: str) -> uuid.UUID:
-    """`raw` as a UUID in its 32- or 36-character form; anything else (braces, URNs, garbage) is
-    INVALID_ARGUMENT naming the field (SPEC.md §3.3, §4.4)."""
-    if len(raw) in (32, 36):
-        try:
-            return uuid.UUID(raw)
-        except ValueError:
-            pass
-    raise InvalidArgument(f"{name} must be a UUID")
+    """The UUID `raw` spells canonically; `InvalidArgument` naming `name` for any other text."""
+    if not _CANONICAL.fullmatch(raw):
+        raise InvalidArgument(f"{name} must be a UUID in canonical form (lower-case, hyphenated)")
+    return uuid.UUID(raw)
+
+
+def is_canonical(raw: str) -> bool:
+    return _CANONICAL.fullmatch(raw) is not None

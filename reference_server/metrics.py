@@ -48,6 +48,13 @@ class Metrics:
             "flovyn_stream_grpc_requests", "StreamTaskData calls by status code", ["code"],
             registry=r,
         )  # fmt: skip
+        self.connections_closed = Counter(
+            "flovyn_stream_http_connections_closed",
+            "HTTP connections the server closed before a request: head timeout or the limit"
+            " on unauthenticated connections",
+            ["reason"],
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "flovyn_stream_delivery_latency_seconds",
             "Time from the server accepting an event to writing it to a subscriber",

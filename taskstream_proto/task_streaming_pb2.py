@@ -24,19 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66lovyn/v1/task_streaming.proto\x12\tflovyn.v1\"\xb4\x01\n\x15StreamTaskDataRequest\x12\x19\n\x11task_execution_id\x18\x01 \x01(\t\x12\x1d\n\x15workflow_execution_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x05\x12(\n\x04type\x18\x04 \x01(\x0e\x32\x1a.flovyn.v1.StreamEventType\x12\x0f\n\x07payload\x18\x05 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x03\".\n\x16StreamTaskDataResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x08*b\n\x0fStreamEventType\x12!\n\x1dSTREAM_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05TOKEN\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\x08\n\x04\x44\x41TA\x10\x03\x12\t\n\x05\x45RROR\x10\x04\x32\x66\n\rTaskExecution\x12U\n\x0eStreamTaskData\x12 .flovyn.v1.StreamTaskDataRequest\x1a!.flovyn.v1.StreamTaskDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66lovyn/v1/task_streaming.proto\x12\tflovyn.v1\"\xb4\x01\n\x15StreamTaskDataRequest\x12\x19\n\x11task_execution_id\x18\x01 \x01(\t\x12\x1d\n\x15workflow_execution_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x05\x12(\n\x04type\x18\x04 \x01(\x0e\x32\x1a.flovyn.v1.StreamEventType\x12\x0f\n\x07payload\x18\x05 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x03\".\n\x16StreamTaskDataResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x08\"N\n\x1aStreamTaskDataBatchRequest\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .flovyn.v1.StreamTaskDataRequest\"G\n\x17StreamTaskDataRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"e\n\x1bStreamTaskDataBatchResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x34\n\x08rejected\x18\x02 \x03(\x0b\x32\".flovyn.v1.StreamTaskDataRejection*b\n\x0fStreamEventType\x12!\n\x1dSTREAM_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05TOKEN\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\x08\n\x04\x44\x41TA\x10\x03\x12\t\n\x05\x45RROR\x10\x04\x32\xb5\x02\n\rTaskExecution\x12U\n\x0eStreamTaskData\x12 .flovyn.v1.StreamTaskDataRequest\x1a!.flovyn.v1.StreamTaskDataResponse\x12\x64\n\x13StreamTaskDataBatch\x12%.flovyn.v1.StreamTaskDataBatchRequest\x1a&.flovyn.v1.StreamTaskDataBatchResponse\x12g\n\x14StreamTaskDataStream\x12%.flovyn.v1.StreamTaskDataBatchRequest\x1a&.flovyn.v1.StreamTaskDataBatchResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flovyn.v1.task_streaming_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STREAMEVENTTYPE']._serialized_start=276
-  _globals['_STREAMEVENTTYPE']._serialized_end=374
+  _globals['_STREAMEVENTTYPE']._serialized_start=532
+  _globals['_STREAMEVENTTYPE']._serialized_end=630
   _globals['_STREAMTASKDATAREQUEST']._serialized_start=46
   _globals['_STREAMTASKDATAREQUEST']._serialized_end=226
   _globals['_STREAMTASKDATARESPONSE']._serialized_start=228
   _globals['_STREAMTASKDATARESPONSE']._serialized_end=274
-  _globals['_TASKEXECUTION']._serialized_start=376
-  _globals['_TASKEXECUTION']._serialized_end=478
+  _globals['_STREAMTASKDATABATCHREQUEST']._serialized_start=276
+  _globals['_STREAMTASKDATABATCHREQUEST']._serialized_end=354
+  _globals['_STREAMTASKDATAREJECTION']._serialized_start=356
+  _globals['_STREAMTASKDATAREJECTION']._serialized_end=427
+  _globals['_STREAMTASKDATABATCHRESPONSE']._serialized_start=429
+  _globals['_STREAMTASKDATABATCHRESPONSE']._serialized_end=530
+  _globals['_TASKEXECUTION']._serialized_start=633
+  _globals['_TASKEXECUTION']._serialized_end=942
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,16 @@ class TaskExecutionStub:
                 request_serializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataRequest.SerializeToString,
                 response_deserializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataResponse.FromString,
                 _registered_method=True)
+        self.StreamTaskDataBatch = channel.unary_unary(
+                '/flovyn.v1.TaskExecution/StreamTaskDataBatch',
+                request_serializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchRequest.SerializeToString,
+                response_deserializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchResponse.FromString,
+                _registered_method=True)
+        self.StreamTaskDataStream = channel.stream_unary(
+                '/flovyn.v1.TaskExecution/StreamTaskDataStream',
+                request_serializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchRequest.SerializeToString,
+                response_deserializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchResponse.FromString,
+                _registered_method=True)
 
 
 class TaskExecutionServicer:
@@ -53,6 +63,23 @@ class TaskExecutionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamTaskDataBatch(self, request, context):
+        """Publish many events in one call. Each event is validated as the unary call
+        validates it; a bad event is rejected by index and reaches nobody, the
+        others are delivered in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamTaskDataStream(self, request_iterator, context):
+        """A long-lived producer: batches in order on one call, one answer when the
+        client half-closes (indexes count events across the whole call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskExecutionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +87,16 @@ def add_TaskExecutionServicer_to_server(servicer, server):
                     servicer.StreamTaskData,
                     request_deserializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataRequest.FromString,
                     response_serializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataResponse.SerializeToString,
+            ),
+            'StreamTaskDataBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.StreamTaskDataBatch,
+                    request_deserializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchRequest.FromString,
+                    response_serializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchResponse.SerializeToString,
+            ),
+            'StreamTaskDataStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.StreamTaskDataStream,
+                    request_deserializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchRequest.FromString,
+                    response_serializer=flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +126,60 @@ class TaskExecution:
             '/flovyn.v1.TaskExecution/StreamTaskData',
             flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataRequest.SerializeToString,
             flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTaskDataBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flovyn.v1.TaskExecution/StreamTaskDataBatch',
+            flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchRequest.SerializeToString,
+            flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTaskDataStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/flovyn.v1.TaskExecution/StreamTaskDataStream',
+            flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchRequest.SerializeToString,
+            flovyn_dot_v1_dot_task__streaming__pb2.StreamTaskDataBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

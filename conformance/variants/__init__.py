@@ -77,6 +77,42 @@ DEFECTS: dict[str, Defect] = {
             "per-subscriber buffers are unbounded: stalled clients stay",
             ("sse/4.14/1",),
         ),
+        Defect(
+            "replay-race",
+            "events published while a resumed stream's replay is written are lost",
+            ("sse/4.10/7",),
+        ),
+        Defect(
+            "burst-reorder",
+            "a publish is acknowledged before it reaches the bus: bursts overtake themselves",
+            ("sse/4.6/8",),
+        ),
+        Defect(
+            "expired-cursor-without-gap",
+            "a cursor older than retention is replayed from what is left, without gap",
+            ("sse/4.10/8",),
+        ),
+        Defect(
+            "end-without-close",
+            "the response ends 3 s after `end` instead of at once",
+            ("sse/4.11/5",),
+        ),
+        # Defects no dedicated case targets: the monitor or the explorer catches them.
+        Defect(
+            "duplicate-at-seam",
+            "the last replayed event is sent again where the live feed takes over",
+            ("explore/9.1/1", "sse/4.10/2"),
+        ),
+        Defect(
+            "revocation-ends-tenant",
+            "revoking one token ends every open stream of its tenant",
+            ("explore/9.1/1",),
+        ),
+        Defect(
+            "error-events-without-id",
+            "error events are written without their id",
+            ("sse/4.6/1", "sse/4.6/2"),
+        ),
     )
 }
 

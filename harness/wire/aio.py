@@ -103,15 +103,17 @@ async def request(
     *,
     headers: Mapping[str, str] | None = None,
     json: Any = None,
+    data: bytes | None = None,
     label: str | None = None,
 ) -> Reply:
-    """Send one request and read the whole answer, whatever its status."""
+    """Send one request (a `json` or raw `data` body) and read the whole answer, whatever its
+    status."""
     sent = dict(headers or {})
     if json is not None:
         sent.setdefault("Content-Type", "application/json")
     watch = Watch("http", method, url, sent.items(), label=label)
     try:
-        async with session.request(method, url, json=json, headers=headers) as response:
+        async with session.request(method, url, json=json, data=data, headers=headers) as response:
             text = await response.text()
             reply = Reply(response.status, response.headers, response.content_type, text)
             how = body_end(response)

@@ -117,6 +117,12 @@ class StalledReader:
                 break
             self.received += len(chunk)
             self._take(chunk)
+            # HTTP/1.1 may end the response with its terminating chunk and keep the connection
+            # for another request: that is an end too, not a stream still open.
+            if self._body.done:
+                ended, how = True, "end of body (connection kept open)"
+                self._watch.end(self._body.end())
+                break
         return Drained(self._events, ended, how)
 
     def _take(self, chunk: bytes) -> None:

@@ -1,4 +1,5 @@
--- Tenants, workflow/task executions and hashed API tokens (DESIGN §6).
+-- Tenants, workflow/task executions and hashed API tokens (the `sql` provisioner of
+-- harness/provisioning.py writes these tables too).
 CREATE TABLE tenant (
     id          uuid PRIMARY KEY,
     slug        text NOT NULL UNIQUE,

@@ -413,6 +413,9 @@ async def test_broker_outage_fails_fast_and_recovers(
     fresh = await b.subscribe([workflow_key(wf)])
     await a.publish(event(wf, 2))
     assert payloads(await receive(fresh, 1)) == [2]
+    # Batches too: their acknowledgements are counted on an inbox that outlives the outage.
+    await a.publish_many([event(wf, 3), event(wf, 4)])
+    assert payloads(await receive(fresh, 2)) == [3, 4]
 
 
 async def test_start_without_a_broker_fails_with_bus_error() -> None:
@@ -426,3 +429,41 @@ async def test_start_without_a_broker_fails_with_bus_error() -> None:
     assert time.monotonic() - started < 8
     assert not bus.healthy
     await bus.close()
+
+
+@pytest.mark.parametrize("mode", ["jetstream", "core"])
+async def test_publish_many_keeps_order_across_streams_and_instances(
+    make_bus: BusFactory, mode: str
+) -> None:
+    a, b = await make_bus(nats_mode=mode), await make_bus(nats_mode=mode)
+    one, two = str(uuid.uuid4()), str(uuid.uuid4())
+    sub_one, sub_two = (
+        await b.subscribe([workflow_key(one)]),
+        await b.subscribe([workflow_key(two)]),
+    )
+    batch = [event(wf, i) for i in range(50) for wf in (one, two)]
+    await a.publish_many(batch[:60])
+    await a.publish_many(batch[60:])
+    await a.publish_many([])
+    got_one, got_two = await receive(sub_one, 50), await receive(sub_two, 50)
+    assert payloads(got_one) == payloads(got_two) == list(range(50))
+    await nothing_more(sub_one)
+
+
+async def test_publish_many_without_a_stream_is_a_bus_error_then_recovers(
+    make_bus: BusFactory, js_admin: JetStreamContext, stream_name: str
+) -> None:
+    bus = await make_bus()
+    wf = str(uuid.uuid4())
+    await js_admin.delete_stream(stream_name)  # as a broker restarted without its store
+    with pytest.raises(BusError, match="no JetStream stream"):
+        await bus.publish_many([event(wf, 0)])
+
+    async def recreated() -> bool:
+        try:
+            await bus.publish_many([event(wf, 1)])
+        except BusError:
+            return False
+        return True
+
+    await eventually(recreated, within=5.0)

@@ -1,5 +1,6 @@
 """The conformance suite with the `sql` provisioner: tenants, tokens and executions written
-straight into the DESIGN §6 schema, as a team sharing that schema would provision them."""
+straight into the `reference_server/migrations/` schema, as a team sharing that schema would
+provision them."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ SUBSET = (
     "grpc/3.1/1", "grpc/3.2/4", "grpc/3.2/5", "grpc/3.4/2", "grpc/3.4/3", "grpc/3.5/1",
     "sse/4.1/1", "sse/4.1/6", "sse/4.1/7", "sse/4.2/2", "sse/4.2/3", "sse/4.3/1", "sse/4.4/4",
     "sse/4.4/6", "sse/4.6/5", "sse/4.9/1", "sse/4.9/3", "sse/4.10/2", "sse/4.11/1",
-    "sse/4.12/2", "sse/4.13/1",
+    "sse/4.12/2", "sse/4.13/1", "grpc/3.4/4", "sse/4.3/3", "sse/4.3/4",
 )  # fmt: skip
 
 

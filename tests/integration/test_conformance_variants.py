@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
+from conformance.explorer import DEFAULT_BUDGET
 from conformance.variants import DEFECTS
 
 pytestmark = pytest.mark.integration
 
-FAST = ("payload-newlines-raw", "cross-tenant-publish", "wrong-content-type")
+FAST = ("payload-newlines-raw", "cross-tenant-publish", "wrong-content-type", "end-without-close")
 
 
 def run_conformance(
@@ -83,3 +84,19 @@ def test_the_reference_cluster_passes_every_requirement(tmp_path: Path) -> None:
     assert code == 0
     for name in ("junit-reference.xml", "matrix.md", "report.html"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_reference_passes_the_explorer_at_ten_times_its_budget(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The explorer's default budget finds the variants above; ten times it finds nothing in
+    the reference server (two instances over NATS JetStream)."""
+    budget = str(10 * DEFAULT_BUDGET)
+    code, results, output = run_conformance(
+        tmp_path, "--id", "explore/9.1/1", "--explore-budget", budget, "-n", "0",
+        "--database-url", pg_url, timeout=580,
+    )  # fmt: skip
+    assert results["explore/9.1/1"]["verdict"] == "PASS", output[-5000:]
+    assert code == 0

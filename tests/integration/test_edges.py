@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from harness.cluster import ServerProcess
 from harness.world import TenantWorld
 
 pytestmark = pytest.mark.integration
-ADMIN = "fat_" + "e" * 32
+ADMIN = "fat_" + secrets.token_urlsafe(32)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from taskstream_proto import task_streaming_pb2 as pb
 from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
-ADMIN = "fat_" + "h" * 32
+ADMIN = "fat_" + secrets.token_urlsafe(32)
 DOCUMENTED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
               grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}  # fmt: skip
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -49,10 +50,11 @@ async def test_schemathesis_finds_no_server_error_or_schema_mismatch(
 ) -> None:
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st is not None, "schemathesis is a dev dependency"
-    admin = "fat_" + "s" * 32
+    admin = "fat_" + secrets.token_urlsafe(32)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
     env.update(TASKSTREAM_DATABASE_URL=pg_url, TASKSTREAM_ADMIN_TOKEN=admin,
-               TASKSTREAM_IDLE_TIMEOUT="0.3", TASKSTREAM_KEEPALIVE_INTERVAL="0.2")  # fmt: skip
+               TASKSTREAM_IDLE_TIMEOUT="0.3", TASKSTREAM_KEEPALIVE_INTERVAL="0.2",
+               SCHEMATHESIS_HOOKS="tests.integration.schemathesis_hooks")  # fmt: skip
     server = ServerProcess("schemathesis", env, tmp_path)
     await server.start()
     try:

@@ -1,4 +1,4 @@
-"""SSE authentication, check order and tenant isolation (seed 10.2-10.5; DESIGN §4)."""
+"""SSE authentication, check order and tenant isolation (seed 10.2-10.5; SPEC.md §4.1, §4.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The management API, discovery, health and problem responses (DESIGN §7)."""
+"""The management API, discovery, health and problem responses (openapi.yaml; SPEC.md §7)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
 from harness.services import EmbeddedPostgres
@@ -33,8 +34,9 @@ async def test_store_outage_is_503_and_recovers(own_postgres: EmbeddedPostgres) 
     async with Server(settings) as server:
         world = await TenantWorld.create(server.http_url, server.grpc_address, server.admin_token)
         wf = await world.workflow()
+        task = await world.task(wf)
         async with world.publisher() as pub, await world.subscribe(wf) as open_stream:
-            await pub.token("before", workflow_id=wf, task_id=str(uuid.uuid4()))
+            await pub.token("before", workflow_id=wf, task_id=task)
             assert (await open_stream.next_event()).data == "before"
 
             await own_postgres.pause()  # PostgreSQL stopped
@@ -47,8 +49,13 @@ async def test_store_outage_is_503_and_recovers(own_postgres: EmbeddedPostgres) 
                 assert (await refused.problem())["status"] == 503
             assert loop.time() - began < 2
             # The open stream and cached publishers carry on without the store.
-            await pub.token("during", workflow_id=wf, task_id=str(uuid.uuid4()))
+            await pub.token("during", workflow_id=wf, task_id=task)
             assert (await open_stream.next_event()).data == "during"
+            # A task label never seen cannot be checked against its workflow: refused, not
+            # waved through (it may name another workflow's task).
+            with pytest.raises(grpc.aio.AioRpcError) as refused_label:
+                await pub.token("unchecked", workflow_id=wf, task_id=str(uuid.uuid4()))
+            assert refused_label.value.code() == grpc.StatusCode.UNAVAILABLE
 
             await own_postgres.resume()
             for _ in range(50):  # the pool reconnects on its own

@@ -1,4 +1,4 @@
-"""StreamTaskData over a real gRPC channel (seed 4.7, 4.8; DESIGN §3)."""
+"""StreamTaskData over a real gRPC channel (seed 4.7, 4.8; SPEC.md §3)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import sys
@@ -17,18 +18,19 @@ from harness.sse_client import SSEStream
 from harness.world import TenantWorld
 
 pytestmark = pytest.mark.integration
+ADMIN = "fat_" + secrets.token_urlsafe(32)
 
 
 def _env(pg_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
-    env.update(TASKSTREAM_DATABASE_URL=pg_url, TASKSTREAM_ADMIN_TOKEN="fat_" + "x" * 32, **extra)
+    env.update(TASKSTREAM_DATABASE_URL=pg_url, TASKSTREAM_ADMIN_TOKEN=ADMIN, **extra)
     return env
 
 
 async def test_sigterm_ends_open_streams_and_exits_zero(pg_url: str, tmp_path: Path) -> None:
     process = ServerProcess("sigterm", _env(pg_url), tmp_path)
     await process.start()
-    world = await TenantWorld.create(process.http_url, process.grpc_address, "fat_" + "x" * 32)
+    world = await TenantWorld.create(process.http_url, process.grpc_address, ADMIN)
     wf = await world.workflow()
     streams = [await world.subscribe(wf) for _ in range(3)]
     loop = asyncio.get_running_loop()

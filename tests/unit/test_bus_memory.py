@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
-from reference_server.bus import End, SubscriberEvicted, TokenRevoked
+from reference_server.bus import Delivery, End, SubscriberEvicted, TokenRevoked
 from reference_server.bus_memory import InMemoryBus
 from reference_server.events import StreamEventType, TaskStreamEvent, workflow_key
 
@@ -149,3 +150,58 @@ async def test_notices_reach_listeners() -> None:
     bus.on_notice(listener)
     await bus.announce(TokenRevoked("t"))
     assert seen == [TokenRevoked("t")]
+
+
+class _Recorder:
+    """A receiver that takes everything, recording each call's deliveries."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def take(self, delivery: Delivery) -> bool:
+        self.calls.append(payloads([delivery]))
+        return True
+
+    def take_many(self, deliveries: Sequence[Delivery]) -> bool:
+        self.calls.append(payloads(list(deliveries)))
+        return True
+
+    def failed(self, error: Exception) -> None:
+        pass
+
+
+async def test_publish_many_hands_each_subscriber_its_share_in_one_call() -> None:
+    bus = InMemoryBus()
+    other = "22222222-2222-2222-2222-222222222222"
+    mine, theirs, both = _Recorder(), _Recorder(), _Recorder()
+    for keys, receiver in (
+        ([KEY], mine),
+        ([workflow_key(other)], theirs),
+        ([KEY, workflow_key(other)], both),
+    ):
+        (await bus.subscribe(keys)).set_receiver(receiver)
+    await bus.publish_many([event(1), event(2, other), event(3), event(4, other)])
+    assert mine.calls == [["p1", "p3"]]
+    assert theirs.calls == [["p2", "p4"]]
+    assert both.calls == [["p1", "p2", "p3", "p4"]]
+
+
+async def test_publish_many_queues_in_order_and_retains_for_resume() -> None:
+    bus = InMemoryBus()
+    sub = await bus.subscribe([KEY])
+    await bus.publish(event(0))
+    await bus.publish_many([event(n) for n in range(1, 6)])
+    batch = await sub.next_batch()
+    assert payloads(batch) == [f"p{n}" for n in range(6)]
+    resumed = await bus.subscribe([KEY], after=batch[2].cursor)
+    assert payloads(resumed.replay) == ["p3", "p4", "p5"]
+
+
+async def test_publish_many_evicts_a_subscriber_it_would_overflow() -> None:
+    bus = InMemoryBus(subscriber_buffer=3)
+    slow, fine = await bus.subscribe([KEY]), await bus.subscribe([KEY])
+    fine.set_receiver(_Recorder())
+    await bus.publish_many([event(n) for n in range(5)])
+    with pytest.raises(SubscriberEvicted):
+        await slow.next_batch()
+    assert fine.failure is None
