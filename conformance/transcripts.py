@@ -23,6 +23,7 @@ import pytest
 
 from harness.wire.observe import REDACTED, Exchange, Frame, Recorder, observing
 
+from . import findings
 from .verdicts import Verdict
 
 MAX_EXCHANGES = 40
@@ -60,14 +61,18 @@ def pytest_runtest_makereport(
     if call.when == "setup":
         item.stash[_SETUP_COUNT] = len(recorder.exchanges)
     for n, (name, value) in enumerate(report.user_properties):
-        if name != _PROPERTY:
+        if name not in (_PROPERTY, findings.PROPERTY):
             continue
         result = json.loads(str(value))
-        if result.get("verdict") in _WITH_TRANSCRIPT:
-            result["transcript"] = transcript(
-                recorder.exchanges, setup=item.stash.get(_SETUP_COUNT, len(recorder.exchanges))
-            )
-            report.user_properties[n] = (name, json.dumps(result))
+        # A finding (the invariant monitor's, or the explorer's) always means a failure.
+        if "transcript" in result or not (
+            name == findings.PROPERTY or result.get("verdict") in _WITH_TRANSCRIPT
+        ):
+            continue
+        result["transcript"] = transcript(
+            recorder.exchanges, setup=item.stash.get(_SETUP_COUNT, len(recorder.exchanges))
+        )
+        report.user_properties[n] = (name, json.dumps(result))
     return report
 
 

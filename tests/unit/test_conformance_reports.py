@@ -6,7 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from conformance import catalog
+from conformance import catalog, findings
 from conformance.report_html import report_html
 from conformance.reports import TargetRun, junit_xml
 from conformance.transcripts import MAX_FRAMES, redact_body, render, transcript
@@ -149,3 +149,17 @@ def test_the_html_report_puts_failures_with_transcripts_before_the_matrix() -> N
     assert "&#x27;a\\nb&#x27;" in block and "&#x27;a&#x27;" in block  # expected, actual
     assert "event: token  id: 1  data: &quot;t0&quot;" in block
     assert 'href="#case-mine-sse/4.6/4"' in page  # the matrix cell links to the failure
+
+
+def test_a_finding_brings_the_transcript_of_the_case_that_saw_it() -> None:
+    """The invariant monitor's findings lower another requirement's verdict: the report shows
+    the exchanges of the case where the violation was seen."""
+    wire = transcript([sse_exchange(0.0)])
+    results = {"sse/4.6/2": _result("sse/4.6/2", "PASS")}
+    finding = {
+        "requirement": "sse/4.6/2", "case": "cases::other", "detail": "monitor: ids",
+        "expected": "distinct", "actual": "'999' twice", "transcript": wire,
+    }  # fmt: skip
+    findings.merge(results, [finding], catalog.load())
+    assert results["sse/4.6/2"]["verdict"] == "FAIL"
+    assert results["sse/4.6/2"]["transcript"] == wire
