@@ -34,7 +34,8 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from reference_server.auth import ADMIN, Authenticator, Principal
-from reference_server.bus import Bus, Delivery, End, Subscription
+from reference_server.bus import Bus, Delivery, End, SubscriberEvicted, Subscription
+from reference_server.context import ServerContext
 from reference_server.errors import Unauthenticated
 from reference_server.events import TaskStreamEvent, workflow_key
 from reference_server.extensions import BusWrapper, Extension
@@ -221,9 +222,14 @@ class EarlyAckBus(BusWrapper):
         self._jitter = random.Random(15)
 
     async def publish(self, event: TaskStreamEvent) -> None:
+        await self.publish_many([event])
+
+    async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
+        batch = list(events)
+
         async def later() -> None:
             await asyncio.sleep(self._jitter.random() * 0.02)
-            await self.inner.publish(event)
+            await self.inner.publish_many(batch)
 
         task = asyncio.get_running_loop().create_task(later())
         self._pending.add(task)
@@ -306,6 +312,42 @@ class ErrorWithoutIdFraming(SseFraming):
         return super().event(event, data, None if event == "error" else event_id)
 
 
+class QuietAfterEventsFraming(SseFraming):
+    """One stream's framing whose keep-alive timer dies with the first event it writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote_event = False
+
+    def event(self, event: str, data: str, event_id: str | None = None) -> bytes:
+        self.wrote_event = self.wrote_event or event_id is not None
+        return super().event(event, data, event_id)
+
+    def keepalive(self) -> bytes:
+        return b"" if self.wrote_event else super().keepalive()
+
+
+class KeepaliveUntilEventSession(StreamSession):
+    """keepalive-stops-after-events: keep-alives flow on an idle stream only until its first
+    event; after that a quiet stream gets none."""
+
+    def __init__(self, ctx: ServerContext, request: web.Request, kind: str) -> None:
+        super().__init__(ctx, request, kind)
+        self.framing = QuietAfterEventsFraming()
+
+
+class EndBodyOnEvictionSession(StreamSession):
+    """eviction-ends-body (conformant): a subscriber that lags is not cut off mid-write; its
+    response is ended with the terminating chunk once what was written drains, and the HTTP/1.1
+    connection stays open. A suite that only counts a closed socket as "ended" misreads it."""
+
+    def failed(self, error: Exception) -> None:
+        if isinstance(error, SubscriberEvicted):
+            self.ctx.metrics.evictions.inc()
+            return  # the pump sees the eviction and `finish` ends the body
+        super().failed(error)
+
+
 DEFECTS: dict[str, Defect] = {
     "tenant-check-skipped": Defect(policies={"access": TenantBlindAccess()}),
     "any-token-accepted": Defect(authenticator=AnyTokenAuthenticator),
@@ -327,6 +369,8 @@ DEFECTS: dict[str, Defect] = {
     "duplicate-at-seam": Defect(bus=SeamDuplicateBus),
     "revocation-ends-tenant": Defect(policies={"session": TenantWideRevocationSession}),
     "error-events-without-id": Defect(policies={"framing": ErrorWithoutIdFraming()}),
+    "keepalive-stops-after-events": Defect(policies={"session": KeepaliveUntilEventSession}),
+    "eviction-ends-body": Defect(policies={"session": EndBodyOnEvictionSession}),
 }
 
 

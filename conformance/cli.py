@@ -164,7 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.list_variants:
         for defect in variants.DEFECTS.values():
-            print(f"{defect.name:32} caught by {', '.join(defect.catches)}\n    {defect.summary}")
+            verdict = (
+                f"caught by {', '.join(defect.catches)}"
+                if defect.catches
+                else f"passes {', '.join(defect.passes)}"
+            )
+            print(f"{defect.name:32} {verdict}\n    {defect.summary}")
         return 0
     try:
         _validate(args)

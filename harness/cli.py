@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument("--instances", type=int, default=2, help="server instances (default 2)")
     cluster.add_argument("--no-nats", action="store_true", help="in-memory bus (1 instance only)")
+    cluster.add_argument(
+        "--nats-nodes", type=int, default=1,
+        help="NATS nodes; more than 1 = a JetStream cluster, streams R3 on file (default 1)",
+    )  # fmt: skip
     cluster.add_argument("--write-target", metavar="FILE", help="write a target file (TOML)")
     cluster.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
@@ -100,11 +104,15 @@ async def _cluster(args: argparse.Namespace) -> int:
 
     settings = dict(item.split("=", 1) for item in args.set)
     async with ReferenceCluster(
-        instances=args.instances, nats=not args.no_nats, settings=settings
-    ) as cluster:
+        instances=args.instances, nats=not args.no_nats, nats_nodes=args.nats_nodes,
+        settings=settings,
+    ) as cluster:  # fmt: skip
         assert cluster.postgres is not None
         print(f"postgres  {cluster.postgres.url}")
-        if cluster.nats is not None:
+        if cluster.nats_cluster is not None:
+            for node in cluster.nats_cluster.nodes:
+                print(f"nats n{node.index}   {node.url} (cluster port {node.route_url})")
+        elif cluster.nats is not None:
             print(f"nats      {cluster.nats.url}")
         for instance in cluster.instances:
             print(f"{instance.name}  http={instance.http_url} grpc={instance.grpc_address}")

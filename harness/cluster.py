@@ -24,10 +24,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from .services import Service, free_port, nats_service, postgres_service
 from .targets import Target
+
+if TYPE_CHECKING:  # imported where it starts: the NATS client is in the `server` extra only
+    from .nats_cluster import NatsCluster
 
 _READY = re.compile(r"READY http=(\S+) grpc=(\S+)")
 DEFAULT_COMMAND = (sys.executable, "-m", "reference_server.cli")
@@ -143,7 +146,9 @@ class ReferenceCluster:
     """PostgreSQL (+ NATS JetStream when `nats`) and `instances` servers sharing them.
 
     `settings` become `TASKSTREAM_*` variables (e.g. `idle_timeout=5`). Services come from
-    `harness.services` (explicit URL > environment > embedded wheel > container)."""
+    `harness.services` (explicit URL > environment > embedded wheel > container); with
+    `nats_nodes` > 1 NATS is a `NatsCluster` of that many embedded nodes, and the servers get
+    every node's URL and replicated, file-backed streams unless `settings` say otherwise."""
 
     def __init__(
         self,
@@ -152,15 +157,19 @@ class ReferenceCluster:
         nats: bool = True,
         database_url: str | None = None,
         nats_url: str | None = None,
+        nats_nodes: int = 1,
         settings: dict[str, Any] | None = None,
         command: Sequence[str] | None = None,
     ) -> None:
         if instances > 1 and not nats:
             raise ValueError("several instances share streams only through NATS")
+        if nats_nodes > 1 and (nats_url is not None or not nats):
+            raise ValueError("nats_nodes > 1 starts its own NATS cluster: give no nats_url")
         self._count = instances
         self._use_nats = nats
         self._database_url = database_url
         self._nats_url = nats_url
+        self.nats_nodes = nats_nodes
         self.settings = dict(settings or {})
         self.command = list(command) if command is not None else None
         self.admin_token = "fat_" + secrets.token_urlsafe(32)
@@ -190,7 +199,7 @@ class ReferenceCluster:
         started = time.monotonic()
         wanted = [postgres_service(self._database_url)]
         if self._use_nats:
-            wanted.append(nats_service(self._nats_url))
+            wanted.append(self._start_nats())
         results = await asyncio.gather(*wanted, return_exceptions=True)
         services = [r for r in results if not isinstance(r, BaseException)]
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -207,6 +216,24 @@ class ReferenceCluster:
         await asyncio.gather(*(i.start() for i in self.instances))
         self.startup_seconds = time.monotonic() - started
 
+    async def _start_nats(self) -> Service:
+        if self.nats_nodes <= 1:
+            return await nats_service(self._nats_url)
+        from .nats_cluster import NatsCluster
+
+        nats_cluster = NatsCluster(self.nats_nodes, self._tmp)
+        await nats_cluster.start()
+        return nats_cluster
+
+    @property
+    def nats_cluster(self) -> NatsCluster | None:
+        """The NATS nodes (kill, restart, pause any of them) when `nats_nodes` > 1."""
+        if self.nats_nodes <= 1:
+            return None
+        from .nats_cluster import NatsCluster
+
+        return self.nats if isinstance(self.nats, NatsCluster) else None
+
     def _environment(self) -> dict[str, str]:
         assert self.postgres is not None
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
@@ -220,6 +247,9 @@ class ReferenceCluster:
         )
         if self.nats is not None:
             env["TASKSTREAM_NATS_URL"] = self.nats.url
+        if self.nats_cluster is not None:
+            env["TASKSTREAM_NATS_REPLICAS"] = str(min(3, self.nats_nodes))
+            env["TASKSTREAM_NATS_STORAGE"] = "file"
         for name, value in self.settings.items():
             env[f"TASKSTREAM_{name.upper()}"] = str(value)
         return env

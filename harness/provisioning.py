@@ -154,20 +154,26 @@ class SqlProvisioner:
             dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl_seconds) if ttl_seconds else None
         )
         db = await self._db()
-        issuer = None
-        if minted_with is not None:
-            issuer = await db.fetchval(
-                "SELECT id FROM api_token WHERE token_hash = $1",
-                hashlib.sha256(minted_with.encode()).digest(),
-            )
-        await db.execute(
-            "INSERT INTO api_token(id, tenant_id, kind, token_hash, expires_at,"
-            " scope_workflow_execution_id, scope_task_execution_id, issued_by)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        values: list[object] = [
             token_id, await self._tenant_id(slug), kind, hashlib.sha256(token.encode()).digest(),
             expires, uuid.UUID(workflow) if workflow else None, uuid.UUID(task) if task else None,
-            issuer,
-        )  # fmt: skip
+        ]  # fmt: skip
+        columns = "scope_workflow_execution_id, scope_task_execution_id"
+        if minted_with is not None:
+            # `issued_by` (migration 0002) only when asked for: schemas without it still work.
+            columns += ", issued_by"
+            values.append(
+                await db.fetchval(
+                    "SELECT id FROM api_token WHERE token_hash = $1",
+                    hashlib.sha256(minted_with.encode()).digest(),
+                )
+            )
+        placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+        await db.execute(
+            f"INSERT INTO api_token(id, tenant_id, kind, token_hash, expires_at, {columns})"  # noqa: S608 - fixed column names
+            f" VALUES ({placeholders})",
+            *values,
+        )
         return IssuedToken(str(token_id), token, kind, expires.isoformat() if expires else None)
 
     async def create_token(

@@ -134,7 +134,7 @@ class Server:
         await bus.start()
         self._exit.push_async_callback(bus.close)
         assert s.admin_token is not None
-        metrics = Metrics()
+        metrics = Metrics(s.metrics_dir)
         ctx = ServerContext(
             settings=s,
             store=store,
@@ -154,7 +154,7 @@ class Server:
             access_log=None,
         )  # fmt: skip
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.http_host, s.http_port)
+        site = web.TCPSite(self._runner, s.http_host, s.http_port, reuse_port=s.reuse_port or None)
         await site.start()
         sockets = self._runner.addresses
         port = sockets[0][1]
@@ -165,7 +165,10 @@ class Server:
         s = self.settings
         server = grpc.aio.server(
             # Room for the largest batch, so that the batch limit answers, with its message.
-            options=[("grpc.max_receive_message_length", s.max_batch_bytes + 64 * 1024)],
+            options=[
+                ("grpc.max_receive_message_length", s.max_batch_bytes + 64 * 1024),
+                ("grpc.so_reuseport", 1 if s.reuse_port else 0),
+            ],
         )
         add_to_server(TaskExecutionService(ctx), server)
         health_servicer = HealthServicer()

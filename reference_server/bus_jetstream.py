@@ -1,8 +1,9 @@
 """The default NATS bus: JetStream, for replay and resume across instances.
 
-One memory stream (`nats_stream_name`) over `flovyn.streams.>`, bounded by `nats_max_age` and
-`nats_max_bytes`. Cursors are its sequence numbers: global and strictly increasing, so an SSE id
-issued by one instance resumes on any other. A subscription with a cursor owns an ephemeral push
+One stream (`nats_stream_name`) over `flovyn.streams.>`, bounded by `nats_max_age` and
+`nats_max_bytes`, in memory or on file with `nats_replicas` copies (`nats_storage`). Cursors are
+its sequence numbers: global and strictly increasing, so an SSE id issued by one instance resumes
+on any other. A subscription with a cursor owns an ephemeral push
 consumer (AckNone, flow control, heartbeats) filtered on its subjects, starting right after the
 cursor: retained and live messages come in one ordered feed, with no gap and no duplicate; what it
 had pending when created becomes `subscription.replay`. A cursor before the first retained
@@ -10,7 +11,9 @@ sequence, after the last, or unparseable (-1) yields `gap` and a replay of all t
 Live-only subscriptions of the same streams share one consumer per instance (`_Shared`): fan-out
 costs one message per event, not one per subscriber. `add_keys` swaps in a consumer over the
 larger subject set starting after `subscription.last_cursor` (leaving a shared one), and ignores
-the old consumer from that instant on.
+the old consumer from that instant on. Ephemeral consumers have one replica, on any node of a
+cluster: one that stops heartbeating (its node died) is recreated from the cursor its feed
+reached, so the stream goes on without a gap or a duplicate.
 
 Publishing never flushes per message (about 5k msg/s instead of 140k here): each publish awaits
 its own PubAck, so concurrent ones share round trips; no ack within a second raises `BusError`.
@@ -48,7 +51,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT = 5.0  # consumer idle heartbeat; three missed in a row end the subscription
+STALL_LIMIT = 30.0  # seconds a consumer may stay lost (recreation failing) before its feed ends
 REPLAY_TIMEOUT = 10.0
 _ALL, _FROM = api.DeliverPolicy.ALL, api.DeliverPolicy.BY_START_SEQUENCE
 
@@ -132,6 +135,7 @@ class JetStreamBus(NatsBus):
         self._shared: dict[frozenset[str], _Shared] = {}
         self._member_of: dict[Subscription, _Shared] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._heartbeat = settings.nats_heartbeat
         self._acks = PubAcks(ACK_TIMEOUT)
 
     async def start(self) -> None:
@@ -258,7 +262,7 @@ class JetStreamBus(NatsBus):
         config = api.ConsumerConfig(
             deliver_subject=inbox, filter_subjects=sorted(map(subject_of, feed.sink.keys)),
             deliver_policy=_ALL if start is None else _FROM, opt_start_seq=start,
-            ack_policy=api.AckPolicy.NONE, flow_control=True, idle_heartbeat=HEARTBEAT,
+            ack_policy=api.AckPolicy.NONE, flow_control=True, idle_heartbeat=self._heartbeat,
             inactive_threshold=30.0, mem_storage=True, num_replicas=1,
         )  # fmt: skip
         info = await self._js.add_consumer(self._s.nats_stream_name, config=config)
@@ -369,14 +373,43 @@ class JetStreamBus(NatsBus):
         self._end_all("lost the NATS connection")
 
     async def _watch_consumers(self) -> None:
-        """A consumer that stops heartbeating (lost by the broker) must not stall its stream."""
+        """A consumer that stops heartbeating must not stall its stream: on a cluster, the node
+        holding it died. It is recreated (`_reattach`); one still collecting a replay, or lost
+        for longer than STALL_LIMIT, ends its feed instead (clients resume with their cursor)."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(HEARTBEAT)
-            deadline = asyncio.get_running_loop().time() - 3 * HEARTBEAT
+            await asyncio.sleep(self._heartbeat / 2)
+            deadline = loop.time() - 2 * self._heartbeat
             for feed in list(self._feeds.values()):
                 consumer = feed.consumer
-                if consumer is not None and consumer.name and consumer.seen < deadline:
+                if consumer is None or not consumer.name or consumer.seen >= deadline:
+                    continue
+                if consumer.replay is not None or consumer.seen < loop.time() - STALL_LIMIT:
                     feed.sink.fail(SubscriptionClosed("the NATS consumer stopped heartbeating"))
+                elif not feed.lock.locked():
+                    self._link.spawn(self._reattach(feed))
+
+    async def _reattach(self, feed: _Feed) -> None:
+        """Replace a lost consumer by one starting right after the feed's cursor; if that fails
+        (no stream leader yet), the old one stays and the watcher tries again."""
+        async with feed.lock:
+            old = feed.consumer
+            if (
+                old is None
+                or feed.sink.failure is not None
+                or self._feeds.get(feed.sink) is not feed
+            ):
+                return
+            try:
+                await self._attach(feed, feed.sink.last_cursor + 1, replay=False)
+            except (BusError, *NATS_ERRORS) as error:
+                failed, feed.consumer = feed.consumer, old
+                if failed is not None and failed is not old:
+                    self._link.spawn(self._release(failed))
+                log.info("recreating a lost NATS consumer failed", extra={"reason": repr(error)})
+                return
+            log.info("recreated a lost NATS consumer from cursor %d", feed.sink.last_cursor)
+            self._link.spawn(self._release(old))
 
     async def _ensure_stream(self) -> None:
         await ensure_stream(self._js, self._s)

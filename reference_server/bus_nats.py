@@ -96,26 +96,48 @@ def decode_msg(msg: Msg, cursor: int, *, shared: bool = False) -> Delivery | Non
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
-    """Create the JetStream stream over all stream subjects, or update it to these limits;
-    concurrent starts are fine."""
+    """Create the JetStream stream over all stream subjects, or update it to these limits
+    (storage and replicas included); concurrent starts are fine."""
     config = api.StreamConfig(
         name=settings.nats_stream_name, subjects=[ALL_STREAMS],
-        storage=api.StorageType.MEMORY, max_age=settings.nats_max_age,
-        max_bytes=settings.nats_max_bytes, num_replicas=1,
+        storage=api.StorageType(settings.nats_storage), max_age=settings.nats_max_age,
+        max_bytes=settings.nats_max_bytes, num_replicas=settings.nats_replicas,
     )  # fmt: skip
     # A memory stream is lost when the broker restarts. Starting a new one at a sequence
     # derived from the clock keeps cursors increasing across such losses, so a cursor of the
     # lost stream is "older than retention" (a `gap`), never silently misplaced in the new one.
     fresh = replace(config, first_seq=time.time_ns() // 1_000_000 * 1000)
     try:
-        try:
-            await js.add_stream(fresh)
-        except nats.js.errors.BadRequestError as error:
-            if error.err_code != 10058:  # 10058: exists with another configuration
-                raise
-            await js.update_stream(config)
+        for attempt in range(20):
+            if attempt:
+                await asyncio.sleep(0.25)  # another instance's stream is being created
+            try:
+                current = (await js.stream_info(config.name or "")).config
+            except nats.js.errors.NotFoundError:
+                try:
+                    # Instances starting together race to create it; on a cluster the loser's
+                    # request may go unanswered, and a later round finds the winner's stream.
+                    async with asyncio.timeout(ACK_TIMEOUT * 2):
+                        await js.add_stream(fresh)
+                    return
+                except TimeoutError:
+                    continue
+                except nats.js.errors.BadRequestError as error:
+                    if error.err_code != 10058:  # 10058: it exists now
+                        raise
+                    continue
+            if _differs(current, config):
+                await js.update_stream(config)
+            return
+        raise BusError("the stream was neither found nor created")
     except NATS_ERRORS as error:
         raise BusError(f"cannot set up JetStream stream: {error!r}") from error
+
+
+def _differs(current: api.StreamConfig, wanted: api.StreamConfig) -> bool:
+    """True if the limits this server sets differ from the stream's (update it then)."""
+    keys = ("subjects", "storage", "max_age", "max_bytes", "num_replicas")
+    return any(getattr(current, k) != getattr(wanted, k) for k in keys)
 
 
 def settle(future: asyncio.Future[Any], result: Any = None, error: Exception | None = None) -> None:
@@ -170,6 +192,8 @@ class NatsLink:
         if not settings.nats_url:
             raise ValueError("a NATS bus needs settings.nats_url")
         self.url: str = settings.nats_url
+        # One URL per node of a cluster: nats-py fails over between them.
+        self.servers = [url.strip() for url in settings.nats_url.split(",") if url.strip()]
         self.nc = Client()
         self.js = self.nc.jetstream(timeout=API_TIMEOUT)
         self.notices = Notices()
@@ -192,7 +216,7 @@ class NatsLink:
             # max_reconnect_attempts=-1 retries even the first connect forever: bound it here.
             async with asyncio.timeout(API_TIMEOUT):
                 await nc.connect(
-                    self.url, name=self._name, allow_reconnect=True,
+                    self.servers, name=self._name, allow_reconnect=True,
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
                     connect_timeout=2, error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,

@@ -42,6 +42,14 @@ async def _serve(config: settings.Settings, extension: Extension | None) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if config.workers > 1:
+        from .workers import supervise
+
+        on_ready = _bootstrap if config.bootstrap else None
+        await supervise(config, stop, on_ready)
+        print("shutting down", file=sys.stderr, flush=True)
+        return
+    watcher = asyncio.create_task(_stop_at_eof(stop)) if config.exit_with_stdin else None
     nats_server = None
     if config.nats_url == "embedded":
         try:
@@ -55,13 +63,27 @@ async def _serve(config: settings.Settings, extension: Extension | None) -> None
             if generated_admin:
                 print(f"admin token (shown once): {server.admin_token}", flush=True)
             if config.bootstrap:
-                await asyncio.get_running_loop().run_in_executor(None, _bootstrap, server)
+                await asyncio.to_thread(
+                    _bootstrap, server.http_url, server.grpc_address, server.admin_token
+                )
             print(f"READY http={server.http_url} grpc={server.grpc_address}", flush=True)
             await stop.wait()
             print("shutting down", file=sys.stderr, flush=True)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         if nats_server is not None:
             await asyncio.to_thread(nats_server.terminate)
+
+
+async def _stop_at_eof(stop: asyncio.Event) -> None:
+    """Set `stop` when standard input closes (the supervisor of --workers is gone)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass
+    stop.set()
 
 
 def _call(url: str, token: str, body: dict[str, object]) -> dict[str, object]:
@@ -76,12 +98,11 @@ def _call(url: str, token: str, body: dict[str, object]) -> dict[str, object]:
         return result
 
 
-def _bootstrap(server: Server) -> None:
+def _bootstrap(base: str, grpc_address: str, admin: str) -> None:
     """Create a demo tenant, tokens and workflow through the management API, and print the
     commands that watch and publish (the same calls a user would make)."""
     import secrets
 
-    base, admin = server.http_url, server.admin_token
     slug = "demo-" + secrets.token_hex(3)
     _call(f"{base}/api/admin/tenants", admin, {"slug": slug})
     user = _call(f"{base}/api/admin/tenants/{slug}/tokens", admin, {"kind": "user"})["token"]
@@ -100,7 +121,7 @@ def _bootstrap(server: Server) -> None:
         f"curl -N -H 'Authorization: Bearer {user}' {base}/api/tenants/{slug}/stream/workflows/{wf}"
     )
     publish = [
-        sys.executable, "-m", "harness", "publish", "--grpc", server.grpc_address,
+        sys.executable, "-m", "harness", "publish", "--grpc", grpc_address,
         "--token", str(worker), "--workflow", str(wf), "--task", str(task),
         "--type", "token", "hello from the bootstrap",
     ]  # fmt: skip
@@ -112,7 +133,7 @@ def _bootstrap(server: Server) -> None:
     }
     grpcurl = (
         f"grpcurl -plaintext -H 'authorization: Bearer {worker}' -d '{json.dumps(message)}' "
-        f"{server.grpc_address} flovyn.v1.TaskExecution/StreamTaskData"
+        f"{grpc_address} flovyn.v1.TaskExecution/StreamTaskData"
     )
     print(
         "\n".join(

@@ -114,9 +114,9 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
             lookups = ingest.Lookups(ctx.directory)
             now_ms = int(time.time() * 1000)
             event = await ingest.accept(ctx, principal, decoded(request), lookups, now_ms)
+            await ingest.publish(ctx, [event])  # raises only with --publish-ack stored
         except StreamingError as error:
             await self._refuse(context, "StreamTaskData", error)
-        await ingest.publish(ctx, [event])
         self._codes[grpc.StatusCode.OK].inc()
         return _ACK
 
@@ -129,9 +129,9 @@ class TaskExecutionService(pb_grpc.TaskExecutionServicer):
             events = decoded(request).events
             ingest.check_size(ctx, events)
             batch = await ingest.accept_batch(ctx, principal, events)
+            await ingest.publish(ctx, batch.events)  # raises only with --publish-ack stored
         except StreamingError as error:
             await self._refuse(context, "StreamTaskDataBatch", error)
-        await ingest.publish(ctx, batch.events)
         self._codes[grpc.StatusCode.OK].inc()
         return _response(len(batch.events), batch.rejected)
 

@@ -60,6 +60,8 @@ class ConnectionGuard:
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's protocol with a request-head deadline and unauthenticated-connection counting."""
 
+    __slots__ = ("_guard", "_head_timer", "_heads_at_arm")  # one per connection, as aiohttp's
+
     def __init__(self, manager: Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard

@@ -16,6 +16,7 @@ from taskstream_proto import task_streaming_pb2 as pb
 from . import ingest
 from .context import CONTEXT
 from .errors import BatchTooLarge, InvalidArgument, PermissionDenied
+from .http_guard import mark_authenticated
 from .ingest import Rejection
 
 NDJSON = "application/x-ndjson"
@@ -33,6 +34,7 @@ _TYPES = dict(pb.StreamEventType.items())
 async def post_task_data(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     principal = await ingest.worker_principal(ctx, request.headers.get("Authorization"))
+    mark_authenticated(request)  # the connection no longer counts as unauthenticated
     if principal.tenant_slug != request.match_info["tenant"]:
         raise PermissionDenied("the token belongs to another tenant")
     if request.content_type != NDJSON:

@@ -271,10 +271,10 @@ class StreamSession:
     # -- the subscription's Receiver -------------------------------------------------------------
 
     def take(self, delivery: Delivery) -> bool:
-        return self.writer is not None and self.writer.direct((delivery,))
+        return self.writer is not None and self.writer.direct(delivery)
 
     def take_many(self, deliveries: Sequence[Delivery]) -> bool:
-        return self.writer is not None and self.writer.direct(deliveries)
+        return self.writer is not None and self.writer.direct_many(deliveries)
 
     def failed(self, error: Exception) -> None:
         if isinstance(error, SubscriberEvicted):

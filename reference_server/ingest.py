@@ -31,6 +31,7 @@ from .errors import (
     NotFound,
     PermissionDenied,
     StreamingError,
+    Unavailable,
 )
 from .events import StreamEventType, TaskStreamEvent
 from .ids import parse_uuid
@@ -189,14 +190,21 @@ async def accept_batch(
 
 async def publish(ctx: ServerContext, events: list[TaskStreamEvent]) -> None:
     """Hand accepted events to the bus in one call. Like the unary call this is fire-and-forget
-    for the worker: a bus failure is counted and logged, never turned into a refusal."""
+    for the worker: a bus failure is counted and logged, never turned into a refusal, unless
+    the server runs with `--publish-ack stored` (SPEC.md section 3): then it raises
+    `Unavailable`, and the worker retries the call (some of a batch may have been stored)."""
     if not events:
         return
     try:
-        await ctx.bus.publish_many(events)
+        if len(events) == 1:
+            await ctx.bus.publish(events[0])  # the unary path, as lean as before batches
+        else:
+            await ctx.bus.publish_many(events)
     except BusError as error:
         ctx.metrics.publish_errors.inc(len(events))
         log.warning("publish failed", extra={"reason": str(error), "events": len(events)})
+        if ctx.settings.publish_ack == "stored":
+            raise Unavailable(f"the bus did not store the events; retry: {error}") from error
         return
     counter = ctx.metrics.events_published
     counts: dict[StreamEventType, int] = {}

@@ -9,6 +9,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
 from .events import StreamEventType
@@ -20,7 +21,12 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """With `multiprocess_dir` (the PROMETHEUS_MULTIPROC_DIR of `serve --workers N`), every
+    worker writes its samples there and `render` sums them over the live workers: a scrape
+    answered by any worker shows the whole server."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.events_published = Counter(
@@ -31,8 +37,9 @@ class Metrics:
             "flovyn_stream_publish_errors", "Accepted events the bus could not carry", registry=r
         )
         self.subscribers_active = Gauge(
-            "flovyn_stream_subscribers_active", "Open SSE streams", ["kind"], registry=r
-        )
+            "flovyn_stream_subscribers_active", "Open SSE streams", ["kind"], registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.events_delivered = Counter(
             "flovyn_stream_events_delivered", "Events written to SSE subscribers", ["type"],
             registry=r,
@@ -67,4 +74,8 @@ class Metrics:
             self.subscribers_active.labels(kind)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

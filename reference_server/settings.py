@@ -31,6 +31,10 @@ class Settings:
     nats_stream_name: str = "FLOVYN_STREAMS"
     nats_max_age: float = 3600.0
     nats_max_bytes: int = 256 * 1024 * 1024
+    nats_replicas: int = 1  # 3 on a three-node cluster: a PubAck then means a quorum stored it
+    nats_storage: str = "memory"  # or "file": survives a broker restart
+    nats_heartbeat: float = 5.0  # a consumer silent for two of these is recreated
+    publish_ack: str = "accepted"  # or "stored": acknowledged only once the bus stored it
     admin_token: str | None = None
     keepalive_interval: float = 15.0
     idle_timeout: float = 300.0
@@ -48,6 +52,10 @@ class Settings:
     request_head_timeout: float = 10.0
     max_unauthenticated_connections: int = 1000
     bootstrap: bool = False
+    workers: int = 1  # processes sharing the ports (SO_REUSEPORT); more than 1 needs NATS
+    reuse_port: bool = False  # bind with SO_REUSEPORT (what each worker of --workers does)
+    exit_with_stdin: bool = False  # stop when stdin closes: a worker ends with its supervisor
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: /metrics sums every worker
     log_level: str = "INFO"
     event_loop: str = "asyncio"  # or "uvloop"
     log_json: bool = False
@@ -70,11 +78,23 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "grpc_port": (int, "gRPC port (0 = pick a free one)"),
     "database_url": (str, "PostgreSQL URL; none = embedded PostgreSQL in --data-dir"),
     "data_dir": (Path, "directory for the embedded PostgreSQL"),
-    "nats_url": (str, "NATS URL; none = in-memory bus; 'embedded' = start nats-server -js"),
+    "nats_url": (
+        str,
+        "NATS URL, or several comma-separated (one per cluster node); none = in-memory bus; "
+        "'embedded' = start nats-server -js",
+    ),
     "nats_mode": (str, "'jetstream' (resumable, default) or 'core' (live-only)"),
     "nats_stream_name": (str, "JetStream stream holding the events"),
     "nats_max_age": (float, "seconds JetStream retains events for resume"),
     "nats_max_bytes": (int, "bytes JetStream retains for resume"),
+    "nats_replicas": (int, "JetStream stream replicas, 1-5 (3 on a three-node cluster)"),
+    "nats_storage": (str, "'memory' (default) or 'file' (survives broker restarts)"),
+    "nats_heartbeat": (float, "seconds between JetStream consumer heartbeats"),
+    "publish_ack": (
+        str,
+        "'accepted' (default: acknowledged even if the bus is down) or 'stored' "
+        "(acknowledged once the bus stored it, else UNAVAILABLE)",
+    ),
     "admin_token": (str, "admin token; none = generated and printed once"),
     "keepalive_interval": (float, "seconds between SSE keep-alive comments"),
     "idle_timeout": (float, "seconds without an event before a stream ends"),
@@ -91,12 +111,15 @@ _FLAGS: dict[str, tuple[type, str]] = {
         "open HTTP connections on which no request has authenticated yet; more are closed",
     ),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
+    "workers": (int, "processes sharing the HTTP and gRPC ports; more than 1 needs NATS"),
     "event_loop": (str, "'asyncio' or 'uvloop' (needs the uvloop package)"),
 }
 _BOOL_FLAGS = {
     "ephemeral": "embedded PostgreSQL in a temp dir, removed at exit",
     "bootstrap": "create a demo tenant, tokens and workflow and print commands",
     "log_json": "log one JSON object per line",
+    "reuse_port": "bind the ports with SO_REUSEPORT (several processes on the same ports)",
+    "exit_with_stdin": "stop when standard input closes (a worker ends with its supervisor)",
 }
 
 
@@ -141,6 +164,8 @@ def from_sources(args: argparse.Namespace, environ: Mapping[str, str]) -> Settin
             values[name] = True
         elif env_name(name) in environ:
             values[name] = environ[env_name(name)].lower() in {"1", "true", "yes", "on"}
+    # prometheus_client reads this variable itself at import; the server only needs to know.
+    values["metrics_dir"] = environ.get("PROMETHEUS_MULTIPROC_DIR") or None
     settings = Settings(**values)
     validate(settings)
     return settings
@@ -151,6 +176,14 @@ def validate(settings: Settings) -> None:
     problems: list[str] = []
     if settings.nats_mode not in {"jetstream", "core"}:
         problems.append("--nats-mode must be 'jetstream' or 'core'")
+    if settings.nats_storage not in {"memory", "file"}:
+        problems.append("--nats-storage must be 'memory' or 'file'")
+    if settings.publish_ack not in {"accepted", "stored"}:
+        problems.append("--publish-ack must be 'accepted' or 'stored'")
+    if not 1 <= settings.nats_replicas <= 5:
+        problems.append("--nats-replicas must be between 1 and 5")
+    if settings.nats_heartbeat < 0.1:
+        problems.append("--nats-heartbeat must be at least 0.1")
     if settings.event_loop not in {"asyncio", "uvloop"}:
         problems.append("--event-loop must be 'asyncio' or 'uvloop'")
     elif settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
@@ -168,6 +201,10 @@ def validate(settings: Settings) -> None:
     ):
         if getattr(settings, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1")
+    if settings.workers < 1:
+        problems.append("--workers must be at least 1")
+    if settings.workers > 1 and settings.nats_mode == "core":
+        problems.append("--workers needs the JetStream bus (--nats-mode jetstream)")
     if settings.admin_token is not None:
         weakness = admin_token_weakness(settings.admin_token)
         if weakness:

@@ -92,7 +92,35 @@ class StreamWriter:
         finally:
             self._busy = False
 
-    def direct(self, deliveries: Sequence[Delivery]) -> bool:
+    def direct(self, delivery: Delivery) -> bool:
+        """Write one delivery synchronously if the socket can take it now; False hands it to the
+        stream's task (busy writer, full buffer, or an `end`, which closes the stream). The
+        fan-out path: kept apart from `direct_many` so a unary publish pays for no batch."""
+        transport = self._transport
+        item = delivery.item
+        if (
+            self._busy
+            or isinstance(item, End)
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > _DIRECT_HIGH_WATER
+        ):
+            return False
+        if self._task_filter is not None and item.task_execution_id != self._task_filter:
+            return True  # not this stream's: nothing to write
+        data = self._encode(delivery, self._consolidated)
+        if self._chunked:  # HTTP/1.1: the framing aiohttp's writer would add
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            transport.write(data)
+        self.count += 1
+        self.last_write = asyncio.get_running_loop().time()
+        self._delivered[item.event_type].inc()
+        if item.published_at_ms:
+            self._latency.observe(max(0.0, time.time() * 1000 - item.published_at_ms) / 1000)
+        return True
+
+    def direct_many(self, deliveries: Sequence[Delivery]) -> bool:
         """Write deliveries synchronously, all in one write, if the socket can take them now;
         False hands them to the stream's task (busy writer, full buffer, or an `end`, which
         closes the stream)."""

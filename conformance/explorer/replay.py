@@ -32,6 +32,7 @@ def replay(target_file: str, target_name: str = "") -> Explorer:
         retention_seconds=_number(table.get("retention_seconds")),
         notifies_server=bool(notifies),
         subscriber_buffer=int(table.get("subscriber_buffer", 1024)),
+        long_run=True,
         record=record,
         started=lambda: None,
     )

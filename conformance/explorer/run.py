@@ -25,6 +25,7 @@ from .machine import Explorer, Setup
 from .model import Finding, ModelViolation
 
 DEFAULT_BUDGET = 20.0
+LONG_RUN = 60.0  # from this budget on, rules that wait (token expiry, retention) run too
 STEPS = 20
 
 
@@ -99,6 +100,7 @@ def explore(
         retention_seconds=retention_seconds,
         notifies_server=notifies_server,
         subscriber_buffer=subscriber_buffer,
+        long_run=budget >= LONG_RUN,
         record=clock.record,
         started=clock.started,
     )

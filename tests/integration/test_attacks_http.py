@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -90,7 +89,7 @@ async def test_http_attacks(target: ServerProcess, attack_table: AttackTable) ->
         await _stream_tokens(world, attack_table)
         await _isolation_and_ids(world, other, attack_table)
         await _bodies_and_headers(target, world, attack_table)
-        await _slowloris(target, attack_table)
+        await _slowloris(target, world, attack_table)
         await _limits(world, attack_table)
     finally:
         await world.close()
@@ -198,7 +197,8 @@ async def _bodies_and_headers(process: ServerProcess, world: TenantWorld, t: Att
         t.row(name, "4xx", status, 400 <= status < 500)
 
 
-async def _slowloris(process: ServerProcess, t: AttackTable) -> None:
+async def _slowloris(process: ServerProcess, world: TenantWorld, t: AttackTable) -> None:
+    wf = await world.workflow()
     bound = HEAD_TIMEOUT + 1.5
     drips = {
         "idle socket": ([], 0.2),
@@ -211,27 +211,37 @@ async def _slowloris(process: ServerProcess, t: AttackTable) -> None:
         took = await seconds_until_closed(process, drip, every)
         t.row(f"slowloris: {name}", f"closed within {bound:.1f} s", f"closed after {took:.1f} s",
               took <= bound)  # fmt: skip
-    held: list[socket.socket] = []
-    refused_at = None
+    answer = await _last_of(process, [None] * MAX_UNAUTHENTICATED)
+    t.row(f"{MAX_UNAUTHENTICATED} idle connections, then one more", "503 for the last",
+          answer, answer.startswith("503"))  # fmt: skip
+    get = (f"GET /api/tenants/{world.slug}/workflow-executions/{wf} HTTP/1.1\r\nHost: x\r\n"
+           f"Authorization: Bearer {world.user.token}\r\n\r\n").encode()  # fmt: skip
+    answer = await _last_of(process, [get] * MAX_UNAUTHENTICATED)
+    t.row(f"{MAX_UNAUTHENTICATED} authenticated keep-alive connections, then one more",
+          "admitted (closed at the head timeout)", answer, answer == "closed")  # fmt: skip
+
+
+async def _last_of(process: ServerProcess, first: list[bytes | None]) -> str:
+    """Open one connection per item of `first` (sending it and reading the answer when it is a
+    request), keep them open, then open one more idle connection: what does it get?"""
+    opened: list[asyncio.StreamWriter] = []
     try:
-        for n in range(1, 3 * MAX_UNAUTHENTICATED):
-            sock = socket.create_connection(_address(process), timeout=2)
-            held.append(sock)
-            sock.setblocking(False)
-            await asyncio.sleep(0.005)
-            try:
-                answer = sock.recv(200)
-            except BlockingIOError:
-                continue
-            if answer.startswith(b"HTTP/1.1 503"):
-                refused_at = n
-                break
+        for request in first:
+            reader, writer = await asyncio.open_connection(*_address(process))
+            opened.append(writer)
+            if request is not None:
+                writer.write(request)
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        reader, writer = await asyncio.open_connection(*_address(process))
+        opened.append(writer)
+        try:
+            answer = await asyncio.wait_for(reader.read(100), HEAD_TIMEOUT + 2)
+        except (TimeoutError, ConnectionError) as error:
+            return type(error).__name__
+        return answer.split(b"\r\n")[0].decode().removeprefix("HTTP/1.1 ") or "closed"
     finally:
-        for sock in held:
-            sock.close()
-    t.row("idle unauthenticated connections", f"503 by connection {MAX_UNAUTHENTICATED + 1}",
-          f"503 at connection {refused_at}",
-          refused_at is not None and refused_at <= MAX_UNAUTHENTICATED + 1)  # fmt: skip
+        for writer in opened:
+            writer.close()
 
 
 async def _limits(world: TenantWorld, t: AttackTable) -> None:

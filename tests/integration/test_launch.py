@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import nats
@@ -16,7 +17,7 @@ from reference_server import launch
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "fat_" + "x" * 32
+ADMIN = "fat_" + secrets.token_urlsafe(32)
 
 
 async def test_start_nats_runs_jetstream_until_terminated(tmp_path: Path) -> None:

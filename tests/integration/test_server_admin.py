@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import aiohttp
 import pytest
 
@@ -125,3 +127,46 @@ async def test_responses_carry_a_request_id(world: TenantWorld, server: Server) 
     wf = await world.workflow()
     async with await world.subscribe(wf) as stream:
         assert "X-Request-ID" in stream.headers
+
+
+async def test_stream_tokens_are_revoked_only_by_their_own_tenant(
+    world: TenantWorld, other_world: TenantWorld
+) -> None:
+    assert isinstance(world.api, ManagementClient)
+    wf = await world.workflow()
+    issued = await world.api.issue_stream_token(world.slug, workflow=wf)
+    statuses = {}
+    for name, slug, token in (
+        ("another tenant's user, its own path", other_world.slug, other_world.user.token),
+        ("another tenant's user, this path", world.slug, other_world.user.token),
+        ("this tenant's worker", world.slug, world.worker.token),
+        ("the stream token itself", world.slug, issued.token),
+    ):
+        with pytest.raises(ApiError) as err:
+            await world.api.revoke_stream_token(slug, issued.id, token=token)
+        statuses[name] = err.value.status
+    assert statuses == {
+        "another tenant's user, its own path": 404,
+        "another tenant's user, this path": 403,
+        "this tenant's worker": 403,
+        "the stream token itself": 403,
+    }
+    with pytest.raises(ApiError) as err:  # a user token is no stream token
+        await world.api.revoke_stream_token(world.slug, world.user.id, token=world.user.token)
+    assert err.value.status == 404
+    await world.api.revoke_stream_token(world.slug, issued.id, token=world.user.token)
+    await world.api.revoke_stream_token(world.slug, issued.id)  # idempotent, as the admin
+
+
+async def test_a_stream_token_expires_no_later_than_its_minting_user_token(
+    world: TenantWorld,
+) -> None:
+    assert isinstance(world.api, ManagementClient)
+    wf = await world.workflow()
+    minter = await world.api.create_token(world.slug, "user", ttl_seconds=60)
+    issued = await world.api.issue_stream_token(
+        world.slug, workflow=wf, ttl_seconds=900, minted_with=minter.token
+    )
+    assert issued.expires_at is not None and minter.expires_at is not None
+    expiry = dt.datetime.fromisoformat
+    assert expiry(issued.expires_at) <= expiry(minter.expires_at)

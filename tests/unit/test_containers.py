@@ -38,7 +38,12 @@ def test_compose_has_the_services_the_readme_promises() -> None:
     services = yaml.safe_load((ROOT / "docker-compose.test.yml").read_text())["services"]
     assert {"postgres", "nats", "server-a", "server-b", "conformance", "locust-master",
             "locust-worker"} <= set(services)  # fmt: skip
-    assert "-js" in services["nats"]["command"]
+    for node in ("nats", "nats-2", "nats-3"):  # a three-node JetStream cluster
+        assert "-js" in services[node]["command"]
+        assert "--routes" in services[node]["command"]
+    server_env = services["server-a"]["environment"]
+    assert server_env["TASKSTREAM_NATS_URL"].count("nats://") == 3
+    assert server_env["TASKSTREAM_NATS_REPLICAS"] == "3"
 
 
 def test_compose_target_uses_the_embedded_target_format() -> None:
