@@ -24,7 +24,7 @@ from harness.extras import missing_server_extra
 from harness.targets import PROFILES, Target, TargetError, load_targets
 
 from . import catalog, variants
-from .embedded import PROVISIONERS, embedded_cluster, target_entry, write_target_file
+from .embedded import PROVISIONERS, embedded_cluster, target_entry, write_embedded_targets
 from .reports import TargetRun, summary, write_reports
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -256,14 +256,13 @@ def _run_embedded(args: argparse.Namespace) -> list[TargetRun]:
     ):
         print(f"conformance: cluster up in {time.monotonic() - started:.1f}s", flush=True)
         name = args.variant or "reference"
-        entries = [
+        targets = [
             target_entry(cluster, name if k == "admin-api" else f"{name}-sql", k) for k in kinds
         ]
         target_file = Path(tmp) / "targets.toml"
-        write_target_file(target_file, entries)
+        write_embedded_targets(target_file, targets)
         return [
-            run_target(args, target_file, str(e["name"]), list(e["profiles"]), Path(tmp))
-            for e in entries
+            run_target(args, target_file, t.name, sorted(t.profiles), Path(tmp)) for t in targets
         ]
 
 

@@ -1,22 +1,19 @@
 """Fixtures of the cases, built on the harness plugin's `taskstream_target`/`taskstream_world`.
 
-- `facts`: the target plus what the suite reads from the target file beyond `harness.Target`
-  (`max_payload_bytes`, `max_batch_events`, `subscriber_buffer`) and the run's maximum wait;
+- `facts`: the target (`harness.targets.Target`, which models the whole target file) and the
+  run's maximum wait;
 - `world` / `other_world`: two fresh tenants (user and worker tokens) per case;
 - `make_world`: more tenants when a case needs them.
 """
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness.targets import Target
+from harness.targets import Instance, Target
 from harness.world import TenantWorld
 
 from .checks import informational, unimplemented
@@ -26,27 +23,37 @@ WorldFactory = Callable[[], Awaitable[TenantWorld]]
 
 
 @dataclass(frozen=True, slots=True)
-class Instance:
-    http_url: str
-    grpc_address: str
-
-
-@dataclass(frozen=True, slots=True)
 class Facts:
     """The target under test, as the cases need it."""
 
     target: Target
-    max_payload_bytes: int = 64 * 1024
-    max_batch_events: int = 1000
-    subscriber_buffer: int = 1024
     max_wait: float = DEFAULT_MAX_WAIT
-    retention_seconds: float | None = None  # how long the target keeps events for resume
-    retention_events: int | None = None  # how many events per stream it keeps
 
     @property
     def instances(self) -> list[Instance]:
-        pairs = zip(self.target.http_urls, self.target.grpc_addresses, strict=True)
-        return [Instance(http, grpc) for http, grpc in pairs]
+        return self.target.instances
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.target.max_payload_bytes
+
+    @property
+    def subscriber_buffer(self) -> int:
+        return self.target.subscriber_buffer
+
+    @property
+    def max_batch_events(self) -> int:
+        return self.target.max_batch_events
+
+    @property
+    def retention_seconds(self) -> float | None:
+        """How long the target keeps events for resume (None: not declared)."""
+        return self.target.retention_seconds
+
+    @property
+    def retention_events(self) -> int | None:
+        """How many events per stream it keeps (None: not declared, or no count limit)."""
+        return self.target.retention_events
 
     @property
     def keepalive_interval(self) -> float:
@@ -106,38 +113,12 @@ class Facts:
             )
 
 
-def target_table(path: str | None, name: str | None) -> dict[str, Any]:
-    """The raw `[[target]]` table of `name` (or the first) in a target file; {} without a file."""
-    if not path:
-        return {}
-    entries = tomllib.loads(Path(path).read_text()).get("target", [])
-    for entry in entries:
-        if name is None or entry.get("name", "target") == name:
-            return dict(entry)
-    return {}
-
-
 @pytest.fixture(scope="session")
 def facts(request: pytest.FixtureRequest, taskstream_target: Target) -> Facts:
-    config = request.config
-    table = target_table(
-        config.getoption("--taskstream-target"), config.getoption("--taskstream-target-name")
-    )
     return Facts(
         target=taskstream_target,
-        max_payload_bytes=int(table.get("max_payload_bytes", 64 * 1024)),
-        max_batch_events=int(table.get("max_batch_events", 1000)),
-        subscriber_buffer=int(table.get("subscriber_buffer", 1024)),
-        max_wait=float(config.getoption("--conformance-max-wait")),
-        retention_seconds=_optional(table, "retention_seconds", float),
-        retention_events=_optional(table, "retention_events", int),
+        max_wait=float(request.config.getoption("--conformance-max-wait")),
     )
-
-
-def _optional(table: dict[str, Any], key: str, kind: type[Any]) -> Any:
-    """An optional number of the target table (read here, whether or not `Target` has it)."""
-    value = table.get(key)
-    return None if value is None else kind(value)
 
 
 @pytest.fixture

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.wire.aio import request
+
+from .closing import AsyncClosing
 
 
 class ApiError(Exception):
@@ -43,7 +44,7 @@ class IssuedToken:
     expires_at: str | None
 
 
-class ManagementClient:
+class ManagementClient(AsyncClosing):
     def __init__(
         self, http_url: str, token: str, *, session: aiohttp.ClientSession | None = None
     ) -> None:
@@ -57,17 +58,6 @@ class ManagementClient:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._owns_session and self._session is not None:

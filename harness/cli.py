@@ -100,7 +100,7 @@ async def _publish_batches(pub: Publisher, args: argparse.Namespace) -> int:
 
 async def _cluster(args: argparse.Namespace) -> int:
     from .cluster import ReferenceCluster
-    from .targets import dump_target
+    from .targets import write_target_file
 
     settings = dict(item.split("=", 1) for item in args.set)
     async with ReferenceCluster(
@@ -118,9 +118,7 @@ async def _cluster(args: argparse.Namespace) -> int:
             print(f"{instance.name}  http={instance.http_url} grpc={instance.grpc_address}")
         print(f"admin token: {cluster.admin_token}")
         if args.write_target:
-            await asyncio.to_thread(
-                Path(args.write_target).write_text, dump_target(cluster.target())
-            )
+            await asyncio.to_thread(write_target_file, Path(args.write_target), [cluster.target()])
             print(f"target file: {args.write_target}")
         print(f"ready in {cluster.startup_seconds:.1f}s; Ctrl-C stops everything", flush=True)
         stop = asyncio.Event()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -26,16 +27,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import aiohttp
+
 from .services import Service, free_port, nats_service, postgres_service
-from .targets import Target
+from .targets import PROFILES, Target
+from .wire.aio import request
 
 if TYPE_CHECKING:  # imported where it starts: the NATS client is in the `server` extra only
     from .nats_cluster import NatsCluster
 
 _READY = re.compile(r"READY http=(\S+) grpc=(\S+)")
 DEFAULT_COMMAND = (sys.executable, "-m", "reference_server.cli")
-DEFAULT_PROFILES = ("core", "consolidated", "resume", "lifecycle", "standalone-tasks",
-                    "browser-auth", "limits", "batch-ingest", "http-ingest")  # fmt: skip
+# Settings a target file declares when the cluster sets them (the server's defaults otherwise).
+_DECLARED_SETTINGS = (
+    "max_streams_per_tenant",
+    "subscriber_buffer",
+    "max_payload_bytes",
+    "max_batch_events",
+)
 
 
 class ServerProcess:
@@ -178,6 +187,8 @@ class ReferenceCluster:
         self.instances: list[ServerProcess] = []
         self._tmp = Path(tempfile.mkdtemp(prefix="taskstream-cluster-"))
         self.startup_seconds = 0.0
+        # What the servers announce they keep for resume (their discovery document).
+        self.retention: dict[str, float] = {}
 
     async def __aenter__(self) -> Self:
         try:
@@ -214,6 +225,7 @@ class ReferenceCluster:
             ServerProcess(f"server-{i}", env, self._tmp, self.command) for i in range(self._count)
         ]
         await asyncio.gather(*(i.start() for i in self.instances))
+        self.retention = await _announced_retention(self.instances[0].http_url)
         self.startup_seconds = time.monotonic() - started
 
     async def _start_nats(self) -> Service:
@@ -263,18 +275,22 @@ class ReferenceCluster:
         return instance
 
     def target(self, name: str = "reference") -> Target:
-        """The cluster as a conformance/load-test target (admin-API provisioner)."""
-        profiles = set(DEFAULT_PROFILES)
-        if self.nats is not None:
-            profiles.add("multi-instance")
+        """The cluster as a conformance/load-test target (admin-API provisioner): its timings,
+        the limits its settings set, and the retention its servers announce."""
+        declared = {k: int(self.settings[k]) for k in _DECLARED_SETTINGS if k in self.settings}
+        max_events = self.retention.get("maxEvents")
+        max_age = self.retention.get("maxAgeSeconds")
         return Target(
             name=name,
             http_urls=[i.http_url for i in self.instances],
             grpc_addresses=[i.grpc_address for i in self.instances],
-            profiles=frozenset(profiles),
+            profiles=PROFILES if self.nats is not None else PROFILES - {"multi-instance"},
             keepalive_interval=float(self.settings.get("keepalive_interval", 15.0)),
             idle_timeout=float(self.settings.get("idle_timeout", 300.0)),
             provisioner={"kind": "admin-api", "admin_token": self.admin_token},
+            retention_events=None if max_events is None else int(max_events),
+            retention_seconds=None if max_age is None else float(max_age),
+            **declared,
         )
 
     def logs(self) -> str:
@@ -288,3 +304,16 @@ class ReferenceCluster:
         import shutil
 
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+async def _announced_retention(http_url: str) -> dict[str, float]:
+    """The ``retention`` of a server's discovery document ({} when it has none)."""
+    try:
+        async with aiohttp.ClientSession() as session:
+            reply = await request(session, "GET", f"{http_url}/.well-known/task-streaming")
+        retention = json.loads(reply.text).get("retention") if reply.status == 200 else None
+    except (aiohttp.ClientError, ValueError, AttributeError):
+        return {}
+    if not isinstance(retention, dict):
+        return {}
+    return {k: float(v) for k, v in retention.items() if isinstance(v, int | float)}

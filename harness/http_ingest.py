@@ -11,11 +11,11 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 
+from .closing import AsyncClosing
 from .wire.aio import request
 
 NDJSON = "application/x-ndjson"
@@ -62,7 +62,7 @@ class IngestAnswer:
     body: Any  # the JSON answer (or problem), None when not JSON
 
 
-class HttpIngest:
+class HttpIngest(AsyncClosing):
     """One aiohttp session posting NDJSON batches for one tenant (observable like every request
     the harness makes, see `harness.wire.observe`)."""
 
@@ -71,15 +71,7 @@ class HttpIngest:
         self.token = token
         self._session = aiohttp.ClientSession()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         await self._session.close()
 
     async def post(

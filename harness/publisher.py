@@ -19,6 +19,7 @@ from typing import Self
 
 import grpc
 
+from harness.closing import AsyncClosing
 from harness.wire.grpc_calls import aio_channel, sync_channel
 from taskstream_proto import task_streaming_pb2 as pb
 from taskstream_proto import task_streaming_pb2_grpc as pb_grpc
@@ -95,27 +96,27 @@ class _Sequences:
         )
 
 
-class Publisher:
-    """Async publisher over one grpc.aio channel; errors surface as `grpc.aio.AioRpcError`."""
+class Publisher(AsyncClosing):
+    """Async publisher over one grpc.aio channel; errors surface as `grpc.aio.AioRpcError`.
 
-    def __init__(self, address: str, credentials: str | None, *, timeout: float = 10.0) -> None:
+    Its calls are observable (`harness.wire.observe`) unless `observed=False`: the bench's load
+    generators opt out, so that they measure the server with a bare channel.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        credentials: str | None,
+        *,
+        timeout: float = 10.0,
+        observed: bool = True,
+    ) -> None:
         self.address = address
         self.credentials = credentials
         self.timeout = timeout
-        self._channel = aio_channel(address)
+        self._channel = aio_channel(address, observed=observed)
         self._stub = pb_grpc.TaskExecutionStub(self._channel)
         self._sequences = _Sequences()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         await self._channel.close(None)

@@ -12,12 +12,12 @@ import enum
 import json
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from harness.closing import AsyncClosing
 from harness.wire.aio import Opened, Opening, body_end, open_stream
 from harness.wire.http1 import sse_headers
 from harness.wire.sse import SSEComment, SSEEvent, SSEParser
@@ -40,7 +40,7 @@ class _Sentinel(enum.Enum):
 _CLOSED: Final = _Sentinel.CLOSED
 
 
-class SSEStream:
+class SSEStream(AsyncClosing):
     """One SSE connection: status/headers up front, then queued events and comments.
 
     Create it with :meth:`open`. For a 200 response a background task reads the body and
@@ -318,17 +318,6 @@ class SSEStream:
             self._mark_closed()
             if self._owns_session:
                 await self._session.close()
-
-    async def __aenter__(self) -> SSEStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

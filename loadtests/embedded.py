@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -24,28 +23,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness.cluster import ReferenceCluster
-from harness.targets import Target
+from harness.targets import write_target_file
 
 from .procs import child_env
 
 # Load tests open many streams on one tenant; the default limit (1,000) is for production.
 SETTINGS = {"log_level": "WARNING", "max_streams_per_tenant": 100_000}
-
-
-def target_toml(target: Target) -> str:
-    """A target file for `target` (inline admin token: keep the file private)."""
-
-    def strings(values: Sequence[str]) -> str:
-        return "[" + ", ".join(json.dumps(v) for v in values) + "]"
-
-    provisioner = "\n".join(f"{k} = {json.dumps(v)}" for k, v in target.provisioner.items())
-    return (
-        f"[[target]]\nname = {json.dumps(target.name)}\n"
-        f"http = {strings(target.http_urls)}\ngrpc = {strings(target.grpc_addresses)}\n"
-        f"profiles = {strings(sorted(target.profiles))}\n"
-        f"keepalive_interval = {target.keepalive_interval}\n"
-        f"idle_timeout = {target.idle_timeout}\n\n[target.provisioner]\n{provisioner}\n"
-    )
 
 
 async def _serve(directory: Path, instances: int, nats: bool) -> None:
@@ -63,8 +46,7 @@ async def _serve(directory: Path, instances: int, nats: bool) -> None:
     watcher = asyncio.create_task(parent_gone())
     async with ReferenceCluster(instances=instances, nats=nats, settings=SETTINGS) as cluster:
         path = directory / "target.toml"
-        path.touch(mode=0o600)
-        path.write_text(target_toml(cluster.target("embedded")))
+        write_target_file(path, [cluster.target("embedded")])
         print(f"READY {path}", flush=True)
         await stop.wait()
     watcher.cancel()

@@ -104,7 +104,7 @@ async def role_publish(cfg: Config, commands: asyncio.StreamReader) -> dict[str,
     """
     streams: list[list[str]] = cfg["streams"]
     batch = max(1, int(cfg.get("batch", 1)))
-    async with Publisher(cfg["grpc"], cfg.get("token"), timeout=10.0) as pub:
+    async with Publisher(cfg["grpc"], cfg.get("token"), timeout=10.0, observed=False) as pub:
         for workflow, task in streams[: int(cfg.get("warmup", 8))]:  # channel, caches
             await _call(pub, workflow, task, 0, batch)
         _ready({"streams": len(streams), "batch": batch})

@@ -8,8 +8,9 @@ import json
 import os
 import sys
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from harness.closing import AsyncClosing
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +23,7 @@ def child_env() -> dict[str, str]:
     return env
 
 
-class Child:
+class Child(AsyncClosing):
     """`python -m <module> <args>`: wait for its `READY` line, send commands, read `RESULT`.
 
     `async with` kills it on the way out whatever happened, so no child outlives the bench."""
@@ -123,17 +124,6 @@ class Child:
         if self._stderr_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._stderr_task, 1)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def rss_kib(pid: int) -> int:

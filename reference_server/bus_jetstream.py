@@ -8,7 +8,7 @@ consumer (AckNone, flow control, heartbeats) filtered on its subjects, starting 
 cursor: retained and live messages come in one ordered feed, with no gap and no duplicate; what it
 had pending when created becomes `subscription.replay`. A cursor before the first retained
 sequence, after the last, or unparseable (-1) yields `gap` and a replay of all that is retained.
-Live-only subscriptions of the same streams share one consumer per instance (`_Shared`): fan-out
+Live-only subscriptions of the same streams share one consumer per instance (`SharedFeed`): fan-out
 costs one message per event, not one per subscriber. `add_keys` swaps in a consumer over the
 larger subject set starting after `subscription.last_cursor` (leaving a shared one), and ignores
 the old consumer from that instant on. Ephemeral consumers have one replica, on any node of a
@@ -25,15 +25,14 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api
 
-from .bus import Delivery, Fanout, Subscription, SubscriptionClosed
+from .bus import Delivery, Subscription, SubscriptionClosed
+from .bus_feeds import Consumer, Feed, SharedFeed
 from .bus_nats import (
     ACK_TIMEOUT,
     NATS_ERRORS,
@@ -56,73 +55,6 @@ REPLAY_TIMEOUT = 10.0
 _ALL, _FROM = api.DeliverPolicy.ALL, api.DeliverPolicy.BY_START_SEQUENCE
 
 
-@dataclass(eq=False, slots=True)
-class _Consumer:
-    """One JetStream push consumer and the core subscription on its deliver subject."""
-
-    seen: float  # loop time of its last message or heartbeat
-    replay: list[Delivery] | None  # collecting the replay while not None
-    inbox: NatsSubscription | None = None
-    name: str = ""
-    delivered: int = 0  # consumer sequence of the last data message
-    replay_target: int = -1
-    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class _Shared:
-    """Live-only subscribers of exactly `keys` share one consumer: an event crosses the connection
-    once per instance, not once per browser. It stands in the consumer's feed for its members."""
-
-    def __init__(
-        self, keys: frozenset[str], start_cursor: int, release: Callable[[_Shared], None]
-    ) -> None:
-        self.keys = keys
-        self.last_cursor = start_cursor
-        self.members = Fanout()
-        self.failure: Exception | None = None
-        self.ready = asyncio.Event()  # its consumer exists (or it failed)
-        self._release: Callable[[_Shared], None] | None = release
-
-    def offer(self, delivery: Delivery) -> None:
-        self.offer_many((delivery,))
-
-    def offer_many(self, deliveries: Sequence[Delivery]) -> None:
-        if self.failure is None and deliveries[-1].cursor > self.last_cursor:
-            fresh = [d for d in deliveries if d.cursor > self.last_cursor]
-            self.last_cursor = deliveries[-1].cursor
-            self.members.offer_many(fresh)
-
-    def fail(self, error: Exception) -> None:
-        if self.failure is None:
-            self.failure = error
-            self.close()
-            self.ready.set()
-            self.members.fail(error)
-
-    def close(self) -> None:
-        """Release the consumer; idempotent."""
-        release, self._release = self._release, None
-        if release is not None:
-            release(self)
-
-
-@dataclass(eq=False, slots=True)
-class _Feed:
-    """A consumer and what it feeds: one subscription, or the members of a `_Shared`."""
-
-    sink: Subscription | _Shared
-    consumer: _Consumer | None = None  # the current one
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Live deliveries read in this turn of the loop, offered together at its end: a burst of
-    # messages reaches a subscriber's socket in one write.
-    pending: list[Delivery] = field(default_factory=list)
-
-    def flush(self) -> None:
-        if self.pending:
-            deliveries, self.pending = self.pending, []
-            self.sink.offer_many(deliveries)
-
-
 class JetStreamBus(NatsBus):
     """The Bus protocol on NATS JetStream; `start()` connects, `close()` releases everything."""
 
@@ -131,9 +63,9 @@ class JetStreamBus(NatsBus):
         self._s = settings
         self._js = self._link.js
         self._recovering = False
-        self._feeds: dict[Subscription | _Shared, _Feed] = {}
-        self._shared: dict[frozenset[str], _Shared] = {}
-        self._member_of: dict[Subscription, _Shared] = {}
+        self._feeds: dict[Subscription | SharedFeed, Feed] = {}
+        self._shared: dict[frozenset[str], SharedFeed] = {}
+        self._member_of: dict[Subscription, SharedFeed] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._heartbeat = settings.nats_heartbeat
         self._acks = PubAcks(ACK_TIMEOUT)
@@ -206,7 +138,7 @@ class JetStreamBus(NatsBus):
             sub = Subscription(
                 keys, self._s.subscriber_buffer, floor, gap=gap, release=self._detach
             )
-            feed = self._feeds[sub] = _Feed(sub)
+            feed = self._feeds[sub] = Feed(sub)
             replay = await self._open(feed, start, replay=True)
             # No await since the replay was collected: every later message goes through `offer`.
             sub.start_with(replay or [])
@@ -222,8 +154,8 @@ class JetStreamBus(NatsBus):
             last = (await self._js.stream_info(self._s.nats_stream_name)).state.last_seq
             shared = self._shared.get(keyset)  # another subscribe may have made it meanwhile
             if shared is None or shared.failure is not None:
-                shared = self._shared[keyset] = _Shared(keyset, last, self._drop)
-                feed = self._feeds[shared] = _Feed(shared)
+                shared = self._shared[keyset] = SharedFeed(keyset, last, self._drop)
+                feed = self._feeds[shared] = Feed(shared)
                 try:
                     await self._open(feed, last + 1, replay=False)
                 finally:
@@ -238,7 +170,7 @@ class JetStreamBus(NatsBus):
         self._member_of[sub] = shared
         return sub
 
-    async def _open(self, feed: _Feed, start: int | None, *, replay: bool) -> list[Delivery] | None:
+    async def _open(self, feed: Feed, start: int | None, *, replay: bool) -> list[Delivery] | None:
         try:
             return await self._attach(feed, start, replay=replay)
         except BaseException as error:
@@ -246,12 +178,12 @@ class JetStreamBus(NatsBus):
             raise
 
     async def _attach(
-        self, feed: _Feed, start: int | None, *, replay: bool
+        self, feed: Feed, start: int | None, *, replay: bool
     ) -> list[Delivery] | None:
         """Give `feed` a new consumer from `start`; the previous one is ignored from now on.
         With `replay`, returns what the consumer had pending when created."""
         loop = asyncio.get_running_loop()
-        consumer = feed.consumer = _Consumer(loop.time(), [] if replay else None)
+        consumer = feed.consumer = Consumer(loop.time(), [] if replay else None)
         if not feed.sink.keys:
             return consumer.replay
         # The deliver subject is subscribed before the consumer exists: AckNone messages
@@ -279,7 +211,7 @@ class JetStreamBus(NatsBus):
         collected, consumer.replay = consumer.replay, None
         return collected
 
-    async def _on_msg(self, feed: _Feed, consumer: _Consumer, msg: Msg) -> None:
+    async def _on_msg(self, feed: Feed, consumer: Consumer, msg: Msg) -> None:
         if feed.consumer is not consumer:
             return  # replaced by add_keys, or closed
         consumer.seen = asyncio.get_running_loop().time()
@@ -312,7 +244,7 @@ class JetStreamBus(NatsBus):
             # Its streams now differ from its peers': leave the shared consumer for one of its
             # own, which starts right after what the shared one delivered to it.
             self._leave_shared(subscription)
-            self._feeds[subscription] = _Feed(subscription)
+            self._feeds[subscription] = Feed(subscription)
         feed = self._feeds.get(subscription)
         if feed is None:
             return
@@ -348,14 +280,14 @@ class JetStreamBus(NatsBus):
                 del self._shared[shared.keys]
             shared.close()  # releases the shared consumer
 
-    def _drop(self, sink: Subscription | _Shared) -> None:
+    def _drop(self, sink: Subscription | SharedFeed) -> None:
         feed = self._feeds.pop(sink, None)
         if feed is not None and feed.consumer is not None:
             consumer, feed.consumer = feed.consumer, None
             consumer.caught_up.set()  # a subscribe still collecting its replay returns now
             self._link.spawn(self._release(consumer))
 
-    async def _release(self, consumer: _Consumer) -> None:
+    async def _release(self, consumer: Consumer) -> None:
         with contextlib.suppress(*NATS_ERRORS):
             if consumer.inbox is not None:
                 await consumer.inbox.unsubscribe()
@@ -389,7 +321,7 @@ class JetStreamBus(NatsBus):
                 elif not feed.lock.locked():
                     self._link.spawn(self._reattach(feed))
 
-    async def _reattach(self, feed: _Feed) -> None:
+    async def _reattach(self, feed: Feed) -> None:
         """Replace a lost consumer by one starting right after the feed's cursor; if that fails
         (no stream leader yet), the old one stays and the watcher tries again."""
         async with feed.lock:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, settings
 
 from harness.cluster import ServerProcess
 from harness.services import Service, ServiceUnavailable, postgres_service
@@ -21,6 +22,13 @@ from reference_server.extensions import Extension
 from reference_server.settings import Settings
 
 ServerFactory = Callable[..., Awaitable[Server]]
+
+# The suite runs on small shared machines (CI: 2 cores, xdist on both), where how long Hypothesis
+# takes to draw an example says nothing about the code under test: time is no failure here.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 # Short but not racy: tests wait on events, these only bound how long a wait can be.
 FAST = {"keepalive_interval": 1.0, "idle_timeout": 30.0, "auth_recheck_interval": 0.5}

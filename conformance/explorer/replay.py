@@ -8,7 +8,6 @@ import threading
 
 from harness.targets import load_targets
 
-from ..fixtures import target_table
 from .machine import Explorer, Setup
 from .model import Finding
 
@@ -18,7 +17,6 @@ def replay(target_file: str, target_name: str = "") -> Explorer:
     that disagrees with the model raises `ModelViolation` naming the requirement."""
     targets = load_targets(target_file)
     target = next((t for t in targets if t.name == target_name), targets[0])
-    table = target_table(target_file, target.name)
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, name="explorer-replay", daemon=True).start()
 
@@ -29,16 +27,12 @@ def replay(target_file: str, target_name: str = "") -> Explorer:
     setup = Setup(
         target=target,
         loop=loop,
-        retention_seconds=_number(table.get("retention_seconds")),
+        retention_seconds=target.retention_seconds,
         notifies_server=bool(notifies),
-        subscriber_buffer=int(table.get("subscriber_buffer", 1024)),
+        subscriber_buffer=target.subscriber_buffer,
         long_run=True,
         record=record,
         started=lambda: None,
     )
     machine: type[Explorer] = type("Explorer", (Explorer,), {"setup": setup})
     return machine()
-
-
-def _number(value: object) -> float | None:
-    return None if value is None else float(str(value))

@@ -54,10 +54,11 @@ class ChunkedDecoder:
         if self._line:
             data, self._line = self._line + data, b""
         out: list[bytes] = []
+        append, size_line = out.append, _SIZE_LINE.match  # bound once: the loop is hot
         pos, size = 0, len(data)
         while pos < size:
             if state == _SIZE:
-                match = _SIZE_LINE.match(data, pos)
+                match = size_line(data, pos)
                 if match is None:
                     if data.find(b"\n", pos) >= 0 or size - pos > _MAX_LINE:
                         raise ChunkedError(f"bad chunk size line {data[pos : pos + 40]!r}")
@@ -68,18 +69,18 @@ class ChunkedDecoder:
                     state = _TRAILER
                     continue
                 end = pos + length
-                if end + 2 <= size and data[end : end + 2] == b"\r\n":  # the usual case
-                    out.append(data[pos:end])
+                if data.startswith(b"\r\n", end):  # the usual case: the whole chunk is here
+                    append(data[pos:end])
                     pos = end + 2
                     continue
                 state, self._remaining = _DATA, length
             elif state == _DATA:
                 end = pos + self._remaining
                 if end > size:
-                    out.append(data[pos:])
+                    append(data[pos:])
                     self._remaining = end - size
                     break
-                out.append(data[pos:end])
+                append(data[pos:end])
                 pos, state = end, _DATA_END
             else:  # a line: the CRLF after chunk data, or a trailer field
                 end = data.find(b"\n", pos)

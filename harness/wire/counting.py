@@ -105,7 +105,7 @@ class CountingConnection(asyncio.Protocol):
         elif self._closing:
             self._watch.end("client-close")
         else:
-            self._watch.end(self._body.end() if self._body is not None else "eof")
+            self._watch.end(self._body.end() if self._body is not None else "reset")
         if not self.status.done():
             self.status.set_exception(ConnectionError(f"closed before the headers: {exc}"))
         if not self.lost.done():

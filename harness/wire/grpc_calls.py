@@ -4,7 +4,9 @@ Every channel the harness and the conformance suite open comes from :func:`aio_c
 :func:`sync_channel`; an interceptor on it turns each call into an
 :class:`~harness.wire.observe.Exchange` with the method, a text summary of the request (long
 strings cut), the status code, details and trailing metadata. With no observer installed the
-interceptor passes the call straight through.
+interceptor passes the call straight through. Given a ``token``, the channel also sends it as a
+bearer token with every call that brings no ``authorization`` metadata of its own, so that a
+plain generated stub on it acts as a worker.
 """
 
 from __future__ import annotations
@@ -28,18 +30,31 @@ SUMMARY_STRING_LIMIT: Final = 200
 """Characters kept of each string field in a request summary (payloads can be megabytes)."""
 
 
-def aio_channel(address: str, **kwargs: Any) -> grpc.aio.Channel:
-    """An insecure ``grpc.aio`` channel to ``address`` whose calls are observable."""
-    return grpc.aio.insecure_channel(
-        address, interceptors=[cast(Any, _AioInterceptor(address))], **kwargs
-    )
+def aio_channel(
+    address: str, *, token: str | None = None, observed: bool = True, **kwargs: Any
+) -> grpc.aio.Channel:
+    """An insecure ``grpc.aio`` channel to ``address`` whose calls are observable (a bare one,
+    without interceptor, with ``observed=False`` and no ``token``)."""
+    if not observed and token is None:
+        return grpc.aio.insecure_channel(address, **kwargs)
+    interceptor = _AioInterceptor(address, token)
+    return grpc.aio.insecure_channel(address, interceptors=[cast(Any, interceptor)], **kwargs)
 
 
-def sync_channel(address: str, **kwargs: Any) -> grpc.Channel:
+def sync_channel(address: str, *, token: str | None = None, **kwargs: Any) -> grpc.Channel:
     """An insecure blocking channel to ``address`` whose calls are observable."""
     return grpc.intercept_channel(
-        grpc.insecure_channel(address, **kwargs), _SyncInterceptor(address)
+        grpc.insecure_channel(address, **kwargs), _SyncInterceptor(address, token)
     )
+
+
+def _with_token(details: Any, token: str | None, aio: bool) -> Any:
+    """``details`` with ``token`` as bearer credentials, unless it brings its own."""
+    pairs = list(details.metadata or ())
+    if token is None or any(key == "authorization" for key, _ in pairs):
+        return details
+    pairs.append(("authorization", f"Bearer {token}"))
+    return details._replace(metadata=grpc.aio.Metadata(*pairs) if aio else tuple(pairs))
 
 
 def summarize(request: object) -> str:
@@ -136,10 +151,12 @@ class _AioInterceptor(
 ):
     """Observes every kind of call on a ``grpc.aio`` channel."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, token: str | None) -> None:
         self._target = target
+        self._token = token
 
     async def _observe(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        details = _with_token(details, self._token, aio=True)
         watch = _start(self._target, details, request)
         if watch is None:
             return await continuation(details, request)
@@ -172,10 +189,12 @@ class _SyncInterceptor(
 ):
     """Observes every kind of call on a blocking channel (Locust publishers)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, token: str | None) -> None:
         self._target = target
+        self._token = token
 
     def _observe(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        details = _with_token(details, self._token, aio=False)
         watch = _start(self._target, details, request)
         if watch is None:
             return continuation(details, request)

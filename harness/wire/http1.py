@@ -172,7 +172,8 @@ class BodyDecoder:
         return data
 
     def end(self) -> EndHow:
-        """How the body ended, asked when the connection closed cleanly or the body is done."""
-        if self._chunks is not None and self._chunks.done:
-            return "terminating-chunk"
-        return "eof"
+        """How the body ended, asked when the connection closed cleanly or the body is done:
+        a chunked body or one with a length that closes before it is complete was cut short."""
+        if self._chunks is not None:
+            return "terminating-chunk" if self._chunks.done else "reset"
+        return "reset" if self._left else "eof"

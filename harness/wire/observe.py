@@ -54,6 +54,11 @@ __all__ = [
 
 Protocol = Literal["http", "sse", "grpc"]
 EndHow = Literal["eof", "terminating-chunk", "reset", "client-close", "timeout"]
+"""How an exchange ended. ``terminating-chunk``: a chunked body's last chunk arrived (the server
+ended the response); ``eof``: a body without chunked coding ended (its length reached, or the
+connection closed); ``reset``: the transport failed (a reset, or a body cut short);
+``client-close``: the harness closed it (or cancelled the call); ``timeout``: the harness gave up
+waiting. gRPC calls that completed leave it None and set ``grpc_code``."""
 
 BODY_LIMIT: Final = 64 * 1024
 """Characters of a non-SSE body kept in :attr:`Exchange.body`."""

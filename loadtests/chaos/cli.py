@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--streams", type=int, default=4, help="workflows under load")
     p.add_argument("--producers", type=int, default=2, help="producers per workflow")
     p.add_argument("--rate", type=float, default=10.0, help="events/s per producer")
+    p.add_argument("--batch", type=int, default=1, help="events per call (> 1: in batches)")
     p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for stragglers")
     return p
 
@@ -119,7 +120,14 @@ async def run(args: argparse.Namespace) -> int:
         record.t0 = record.t0 + record.now()  # times count from the start of the load
         producers = [
             Producer(
-                f"p{n}-{wf[:8]}", wf, endpoints, world.worker.token, record, rate=args.rate, start=n
+                f"p{n}-{wf[:8]}",
+                wf,
+                endpoints,
+                world.worker.token,
+                record,
+                rate=args.rate,
+                start=n,
+                batch=args.batch,
             )
             for wf in streams
             for n in range(args.producers)
@@ -143,7 +151,7 @@ async def run(args: argparse.Namespace) -> int:
         "minutes": args.minutes, "seed": args.seed, "target": args.target,
         "instances": len(endpoints.http_urls), "nats_nodes": None if args.target else
         args.nats_nodes, "streams": args.streams, "producers_per_stream": args.producers,
-        "rate_per_producer": args.rate, "planned_faults": len(faults),
+        "rate_per_producer": args.rate, "batch": args.batch, "planned_faults": len(faults),
         "applied_faults": len(applied), "missing_after_drain": left,
         "failed_faults": injector.failed if injector is not None else [],
         "server_settings": None if args.target else SERVER_SETTINGS,

@@ -32,7 +32,8 @@ class Record:
     t0: float = field(default_factory=time.monotonic)
     sent: dict[tuple[str, int], float] = field(default_factory=dict)  # (producer, seq) -> at
     acked: dict[tuple[str, int], tuple[str, float]] = field(default_factory=dict)  # -> stream, at
-    publish_errors: list[tuple[float, str, str]] = field(default_factory=list)  # at, producer, code
+    # one per event of a failed call: at, producer, code
+    publish_errors: list[tuple[float, str, str]] = field(default_factory=list)
     # subscriber -> [(at, producer, seq, cursor)]
     deliveries: dict[str, list[tuple[float, str, int, str]]] = field(default_factory=dict)
     stream_of: dict[str, str] = field(default_factory=dict)  # subscriber -> stream (workflow)
@@ -51,7 +52,8 @@ class Endpoints:
 
 
 class Producer:
-    """One producer of one stream: `rate` events/s through a rotating instance."""
+    """One producer of one stream: `rate` events/s through a rotating instance, one event per
+    call, or `batch` events per StreamTaskDataBatch call (acknowledged only if all are)."""
 
     def __init__(
         self,
@@ -63,30 +65,32 @@ class Producer:
         *,
         rate: float,
         start: int,
+        batch: int = 1,
         timeout: float = 2.0,
     ) -> None:
         self.name, self.stream, self.record, self.rate = name, stream, record, rate
+        self.batch = batch
         self._publishers = [Publisher(a, token, timeout=timeout) for a in endpoints.grpc_addresses]
         self._index = start % len(self._publishers)
 
     async def run(self, stop: asyncio.Event) -> None:
         record, loop = self.record, asyncio.get_running_loop()
-        period, next_at = 1.0 / self.rate, loop.time()
+        period, next_at = self.batch / self.rate, loop.time()
         try:
-            for seq in itertools.count(1):
+            for first in itertools.count(1, self.batch):
                 if stop.is_set():
                     return
-                record.sent[(self.name, seq)] = record.now()
-                publisher = self._publishers[self._index]
+                seqs = range(first, first + self.batch)
+                for seq in seqs:
+                    record.sent[(self.name, seq)] = record.now()
                 try:
-                    ok = await publisher.data(
-                        f"{self.name}:{seq}", workflow_id=self.stream, task_id=""
-                    )
+                    ok = await self._send(self._publishers[self._index], seqs)
                 except grpc.aio.AioRpcError as error:
-                    record.publish_errors.append((record.now(), self.name, error.code().name))
+                    failed_at, code = record.now(), error.code().name
+                    record.publish_errors.extend((failed_at, self.name, code) for _ in seqs)
                     self._index = (self._index + 1) % len(self._publishers)
                 else:
-                    if ok:
+                    for seq in seqs if ok else ():
                         record.acked[(self.name, seq)] = (self.stream, record.now())
                 next_at = max(next_at + period, loop.time())
                 with contextlib.suppress(TimeoutError):
@@ -95,6 +99,13 @@ class Producer:
         finally:
             for publisher in self._publishers:
                 await publisher.close()
+
+    async def _send(self, publisher: Publisher, seqs: range) -> bool:
+        payloads = [f"{self.name}:{seq}" for seq in seqs]
+        if self.batch == 1:
+            return await publisher.data(payloads[0], workflow_id=self.stream, task_id="")
+        requests = [publisher.request("data", p, workflow_id=self.stream) for p in payloads]
+        return (await publisher.batch(requests)).accepted == len(requests)
 
 
 class Subscriber:

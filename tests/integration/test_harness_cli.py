@@ -67,6 +67,9 @@ async def test_cluster_runs_until_interrupted_and_writes_a_target(tmp_path: Path
         if line.startswith("ready in"):
             break
     (target,) = load_targets(target_file)
+    # The retention the in-memory bus announces (its defaults), and a private file.
+    assert (target.retention_events, target.retention_seconds) == (1000, 3600.0)
+    assert target_file.stat().st_mode & 0o777 == 0o600
     world = await TenantWorld.for_target(target)
     assert await world.workflow()
     await world.close()

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.targets import Target
-from loadtests.embedded import target_toml
+from harness.targets import Target, dump_target
 from loadtests.report import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +74,7 @@ def test_batched_publishers_deliver_every_event(
 @pytest.mark.integration
 def test_a_violated_threshold_fails_the_run(tmp_path: Path, taskstream_target: Target) -> None:
     target = tmp_path / "target.toml"
-    target.write_text(target_toml(taskstream_target))
+    target.write_text(dump_target(taskstream_target))
     done = _locust(tmp_path, "--scenario", "fanout", "-u", "3", "-r", "3", "-t", "3s",
                    "--taskstream-target", str(target), "--min-events-per-s", "1e9")  # fmt: skip
     assert done.returncode == 1, done.stderr[-4000:]

@@ -68,16 +68,17 @@ def _body(raw: bytes) -> BodyDecoder:
 
 def test_content_length_body_is_done_at_its_length() -> None:
     body = _body(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\n")
-    assert body.feed(b"ab") == b"ab" and not body.done
+    assert body.feed(b"ab") == b"ab" and not body.done and body.end() == "reset"
     assert body.feed(b"cdEXTRA") == b"cd" and body.done and body.end() == "eof"
 
 
 def test_chunked_body_ends_with_its_terminating_chunk() -> None:
     body = _body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-    assert body.feed(b"2\r\nhi\r\n") == b"hi" and body.end() == "eof"  # closed early: eof
+    assert body.feed(b"2\r\nhi\r\n") == b"hi" and body.end() == "reset"  # cut short
     assert body.feed(b"0\r\n\r\n") == b"" and body.done and body.end() == "terminating-chunk"
 
 
 def test_close_delimited_body_never_completes() -> None:
     body = _body(b"HTTP/1.0 200 OK\r\n\r\n")
     assert body.feed(b"data: x\n\n") == b"data: x\n\n" and not body.done
+    assert body.end() == "eof"
