@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import AsyncIterator
+from types import ModuleType
 
 import pytest
 import pytest_asyncio
@@ -57,11 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
-    """Mark `async def` tests that use this plugin's fixtures with `asyncio`, so that they run
-    in a project with no pytest configuration (pytest-asyncio's strict mode runs only marked
-    tests). Collection itself is left to pytest: this returns None after marking the function,
-    which pytest-asyncio's wrapper then sees. Tests with a marker of their own (`asyncio` with
-    another loop scope, `anyio`) are left alone, and so are all tests that use none of ours."""
+    """Mark `async def` tests that use the harness with `asyncio`, so that they run in a project
+    with no pytest configuration (pytest-asyncio's strict mode runs only marked tests). A test
+    uses the harness when it asks for one of this plugin's fixtures or its module imports from
+    `harness` (`TestHarness`). Collection itself is left to pytest: this returns None after
+    marking the function, which pytest-asyncio's wrapper then sees. Tests with a marker of their
+    own (`asyncio` with another loop scope, `anyio`) are left alone, and so are other tests."""
     if not isinstance(collector, pytest.Module | pytest.Class):
         return
     if not (inspect.iscoroutinefunction(obj) and collector.funcnamefilter(name)):
@@ -69,8 +71,22 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     marks = {mark.name for mark in getattr(obj, "pytestmark", [])}
     if marks & {"asyncio", "anyio"} or collector.get_closest_marker("asyncio") is not None:
         return
-    if any(param.startswith("taskstream_") for param in inspect.signature(obj).parameters):
+    uses_fixtures = any(p.startswith("taskstream_") for p in inspect.signature(obj).parameters)
+    if uses_fixtures or _imports_harness(collector):
         pytest.mark.asyncio(obj)
+
+
+def _imports_harness(collector: pytest.Module | pytest.Class) -> bool:
+    module = collector.getparent(pytest.Module)
+    namespace = vars(module.obj) if module is not None else {}
+    return any(
+        (
+            value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", "")
+        ).partition(".")[0]
+        == "harness"
+        for value in namespace.values()
+        if isinstance(value, ModuleType) or callable(value)
+    )
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

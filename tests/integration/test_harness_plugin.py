@@ -15,21 +15,24 @@ pytest_plugins = ["pytester"]
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def readme_harness_example() -> str:
-    """The first Python block of the README's "Write tests with the harness" section."""
+def readme_harness_examples() -> list[str]:
+    """The Python blocks of the README's "Write tests with the harness" section."""
     section = README.read_text(encoding="utf-8").split("## Write tests with the harness", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match is not None, "README.md has no Python example under 'Write tests with the harness'"
-    return match.group(1)
+    blocks = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    assert blocks, "README.md has no Python example under 'Write tests with the harness'"
+    return blocks
 
 
-OUTSIDE_TEST = readme_harness_example()
+EXAMPLES = readme_harness_examples()
+# The example with the plugin's fixtures, which a target file can point elsewhere.
+OUTSIDE_TEST = next(block for block in EXAMPLES if "taskstream_world" in block)
 
 
-def test_outside_project_against_the_embedded_cluster(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_outside=OUTSIDE_TEST)
+def test_the_readme_examples_run_in_an_unconfigured_directory(pytester: pytest.Pytester) -> None:
+    """Each example pasted into its own file, as it stands, against the embedded cluster."""
+    pytester.makepyfile(**{f"test_readme_{n}": block for n, block in enumerate(EXAMPLES)})
     result = pytester.runpytest_subprocess("--taskstream-instances", "1", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=len(EXAMPLES))
 
 
 async def test_outside_project_against_a_target_file(pytester: pytest.Pytester, server) -> None:  # type: ignore[no-untyped-def]
