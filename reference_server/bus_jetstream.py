@@ -43,7 +43,7 @@ from .bus_nats import (
     settle,
     subject_of,
 )
-from .bus_packs import decode_msg, end_cursor, next_start, pack, resumable
+from .bus_packs import decode_msg, end_cursor, next_start, pack, remember, resumable
 from .errors import BusError
 from .events import TaskStreamEvent
 from .nats_acks import NoStream, PubAcks, Refused
@@ -86,6 +86,10 @@ class JetStreamBus(NatsBus):
         await self._link.close()
 
     # -- publishing ------------------------------------------------------------------------------
+
+    async def publish(self, event: TaskStreamEvent) -> None:
+        # Remembered: this instance's subscribers get the event without parsing it back.
+        await self.send(subject_of(event.stream_key), remember(event.to_json(), (event,)))
 
     async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
         """Pipelined: every message is written before any PubAck is awaited, then one wait for

@@ -6,8 +6,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
+import pytest
 from nats.js import JetStreamContext
 
+from reference_server import bus_packs
 from reference_server.bus_packs import PACK
 from reference_server.events import workflow_key
 from tests.integration import test_bus_nats as base
@@ -20,12 +22,17 @@ from tests.integration.test_bus_nats import (
     receive,
 )
 
-broker, stream_name, make_bus, js_admin = (
-    base.broker,
-    base.stream_name,
-    base.make_bus,
-    base.js_admin,
-)
+broker, stream_name = base.broker, base.stream_name
+make_bus, js_admin = base.make_bus, base.js_admin
+
+
+@pytest.fixture(autouse=True, params=["remembered", "parsed"])
+def parsing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buses in one process share what they published (`bus_packs.remember`); "parsed" turns that
+    off, so every message is read back from its bytes as another instance would."""
+    if request.param == "parsed":
+        monkeypatch.setattr(bus_packs, "_CACHED_BODY", -1)
+        monkeypatch.setattr(bus_packs, "_items", {})
 
 
 async def stored(js_admin: JetStreamContext, stream_name: str) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
 from nats.aio.msg import Msg
 
+from reference_server import bus_packs
 from reference_server.bus import End
 from reference_server.bus_nats import encode_end, subject_of
 from reference_server.bus_packs import (
@@ -19,6 +21,13 @@ from reference_server.bus_packs import (
     resumable,
 )
 from reference_server.events import StreamEventType, TaskStreamEvent, workflow_key
+
+
+@pytest.fixture(autouse=True)
+def parse_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing remembered: every body is parsed back from its bytes."""
+    monkeypatch.setattr(bus_packs, "_CACHED_BODY", -1)
+    monkeypatch.setattr(bus_packs, "_items", {})
 
 
 def event(workflow_id: str, sequence: int, payload: str = "p") -> TaskStreamEvent:
@@ -79,3 +88,11 @@ def test_an_unreadable_message_is_dropped() -> None:
         assert decode_msg(Msg(None, subject=subject, data=data), 1) == ()  # type: ignore[arg-type]
     too_many = {"packed": [json.loads(replace(event("a", 0)).to_json())] * (PACK + 1)}
     assert decode_msg(Msg(None, subject=subject, data=json.dumps(too_many).encode()), 1) == ()  # type: ignore[arg-type]
+
+
+def test_what_was_published_is_delivered_without_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bus_packs, "_CACHED_BODY", 64 * 1024)
+    events = [event("a", i) for i in range(3)]
+    ((subject, body),) = pack(events, 1 << 20)
+    assert [d.item for d in decode(subject, bytes(bytearray(body)), 7)] == events
+    assert all(d.item is e for d, e in zip(decode(subject, body, 7), events, strict=True))
