@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.extras import missing_server_extra
 from harness.targets import PROFILES, Target, TargetError, load_targets
 
 from . import catalog, variants
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         type=Path,
         metavar="DIR",
-        help="write index.json, junit-<target>.xml, matrix.md, matrix.html",
+        help="write index.json, junit-<target>.xml, matrix.md, report.html",
     )
     parser.add_argument(
         "-n",
@@ -181,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         print(listing(known, targets, _csv(args.profile), _csv(args.ids)))
         return 0
+    if not args.target and (missing := missing_server_extra()) is not None:
+        print(f"conformance: {missing}", file=sys.stderr)
+        return 2
     runs = _run_file(args, targets) if args.target else _run_embedded(args)
     print()
     print(summary(runs, known))

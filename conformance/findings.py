@@ -64,6 +64,7 @@ def merge(
                 detail=seen,
                 expected=finding["expected"],
                 actual=finding["actual"],
+                transcript=finding.get("transcript"),  # the case's, when it was recorded
             )
         elif seen not in str(result["detail"]):
             result["detail"] = f"{result['detail']}; {seen}".strip("; ")

@@ -30,7 +30,7 @@ from .checks import INFORMATIONAL_PREFIX, UNIMPLEMENTED_PREFIX, Mismatch, NonStr
 from .verdicts import FAILURE_VERDICT, Verdict
 from .wire import describe
 
-pytest_plugins = ["conformance.fixtures", "conformance.monitoring"]
+pytest_plugins = ["conformance.fixtures", "conformance.monitoring", "conformance.transcripts"]
 
 REQUIREMENT = pytest.StashKey[catalog.Requirement]()
 _PROPERTY = "conformance"

@@ -4,7 +4,6 @@ per target (expected/actual in each failure), and a Markdown and an HTML matrix
 
 from __future__ import annotations
 
-import html
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Requirement
+from .report_html import report_html
+from .transcripts import render
 from .verdicts import Verdict
 
 _SHOWN = (Verdict.FAIL, Verdict.NON_STRICT, Verdict.INFORMATIONAL)
@@ -85,8 +86,8 @@ def write_reports(
         path.write_bytes(junit_xml(run, catalog))
         written.append(path)
     (directory / "matrix.md").write_text(matrix_markdown(runs, catalog), encoding="utf-8")
-    (directory / "matrix.html").write_text(matrix_html(runs, catalog), encoding="utf-8")
-    return [*written, directory / "matrix.md", directory / "matrix.html"]
+    (directory / "report.html").write_text(report_html(runs, catalog), encoding="utf-8")
+    return [*written, directory / "matrix.md", directory / "report.html"]
 
 
 def _safe(name: str) -> str:
@@ -128,18 +129,27 @@ def junit_xml(run: TargetRun, catalog: Mapping[str, Requirement]) -> bytes:
         if verdict == Verdict.FAIL:
             failure = ET.SubElement(case, "failure", {"message": message, "type": verdict})
             failure.text = result.get("detail", "")
+            if result.get("transcript"):
+                ET.SubElement(case, "system-out").text = _wire(result)
         elif verdict in (Verdict.UNIMPLEMENTED, Verdict.INFORMATIONAL):
             message = f"{verdict}: {result.get('detail', '')}"
             if result.get("expected") is not None:  # a MAY that does not hold
                 message += f"\nExpected: {result['expected']}\nActual: {result['actual']}"
             ET.SubElement(case, "skipped", {"message": message})
         elif verdict == Verdict.NON_STRICT:
-            ET.SubElement(case, "system-out").text = f"NON-STRICT\n{message}"
+            out = f"NON-STRICT\n{message}"
+            ET.SubElement(case, "system-out").text = (
+                f"{out}\n\n{_wire(result)}" if result.get("transcript") else out
+            )
     if run.error:
         error = ET.SubElement(ET.SubElement(suite, "testcase", {"name": "run"}), "error")
         error.set("message", run.error)
     ET.indent(suite)
     return bytes(ET.tostring(suite, encoding="utf-8", xml_declaration=True))
+
+
+def _wire(result: Mapping[str, Any]) -> str:
+    return "Wire transcript (credentials redacted):\n" + render(result["transcript"])
 
 
 def _matrix_rows(
@@ -171,50 +181,3 @@ def matrix_markdown(runs: Sequence[TargetRun], catalog: Mapping[str, Requirement
             + f" ({run.wall_seconds:.1f} s)"
         )
     return "\n".join(lines) + "\n"
-
-
-_COLOURS = {
-    Verdict.PASS: "#c8ecc8",
-    Verdict.NON_STRICT: "#fbe7a8",
-    Verdict.UNIMPLEMENTED: "#e4e4e4",
-    Verdict.INFORMATIONAL: "#cfe3f7",
-    Verdict.FAIL: "#f6b9b9",
-}
-
-
-def matrix_html(runs: Sequence[TargetRun], catalog: Mapping[str, Requirement]) -> str:
-    esc = html.escape
-    head = "".join(f"<th>{esc(r.name)}</th>" for r in runs)
-    rows = []
-    for req, results in _matrix_rows(runs, catalog):
-        cells = []
-        for result in results:
-            if result is None:
-                cells.append("<td>—</td>")
-                continue
-            tip = result.get("detail") or ""
-            if result.get("expected") is not None:
-                tip = f"expected: {result['expected']}\nactual: {result['actual']}"
-            colour = _COLOURS.get(Verdict(result["verdict"]), "#fff")
-            cells.append(
-                f'<td style="background:{colour}" title="{esc(tip)}">{esc(result["verdict"])}</td>'
-            )
-        rows.append(
-            f"<tr><td><code>{esc(req.id)}</code></td><td>{req.level}</td>"
-            f'<td>{esc(req.profile)}</td><td title="{esc(req.asserts)}">'
-            f"{esc(req.title)}</td>{''.join(cells)}</tr>"
-        )
-    totals = "".join(
-        "<li><b>{}</b>: {}</li>".format(
-            esc(run.name), ", ".join(f"{v.value} {run.counts()[v]}" for v in Verdict)
-        )
-        for run in runs
-    )
-    return (
-        '<!doctype html><html><head><meta charset="utf-8"><title>Conformance matrix</title>'
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-        "td,th{border:1px solid #bbb;padding:2px 6px;font-size:13px}</style></head><body>"
-        f"<h1>Conformance matrix</h1><ul>{totals}</ul><table><tr><th>requirement</th>"
-        f"<th>level</th><th>profile</th><th>title</th>{head}</tr>{''.join(rows)}</table>"
-        "</body></html>\n"
-    )

@@ -25,14 +25,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
-from .nats_cluster import NatsCluster
 from .services import Service, free_port, nats_service, postgres_service
 from .targets import PROFILES, Target
 from .wire.aio import request
+
+if TYPE_CHECKING:  # imported where it starts: the NATS client is in the `server` extra only
+    from .nats_cluster import NatsCluster
 
 _READY = re.compile(r"READY http=(\S+) grpc=(\S+)")
 DEFAULT_COMMAND = (sys.executable, "-m", "reference_server.cli")
@@ -229,6 +231,8 @@ class ReferenceCluster:
     async def _start_nats(self) -> Service:
         if self.nats_nodes <= 1:
             return await nats_service(self._nats_url)
+        from .nats_cluster import NatsCluster
+
         nats_cluster = NatsCluster(self.nats_nodes, self._tmp)
         await nats_cluster.start()
         return nats_cluster
@@ -236,6 +240,10 @@ class ReferenceCluster:
     @property
     def nats_cluster(self) -> NatsCluster | None:
         """The NATS nodes (kill, restart, pause any of them) when `nats_nodes` > 1."""
+        if self.nats_nodes <= 1:
+            return None
+        from .nats_cluster import NatsCluster
+
         return self.nats if isinstance(self.nats, NatsCluster) else None
 
     def _environment(self) -> dict[str, str]:

@@ -13,14 +13,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import importlib
+import importlib.util
 import secrets
 import uuid
-from typing import Protocol, runtime_checkable
-
-import asyncpg
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .admin import ApiError, IssuedToken, ManagementClient, Tenant
 from .targets import Target, TargetError
+
+if TYPE_CHECKING:
+    import asyncpg
 
 TOKEN_PREFIXES = {"worker": "fwt_", "user": "fut_", "stream": "fst_"}
 
@@ -80,6 +82,12 @@ def provisioner_for(target: Target) -> Provisioner:
         url = target.secret("database_url")
         if not url:
             raise TargetError(f"{target.name}: sql provisioner needs database_url(_env)")
+        if importlib.util.find_spec("asyncpg") is None:
+            # asyncpg comes with the `server` extra, not with the suite-only base install.
+            raise TargetError(
+                f"{target.name}: the sql provisioner needs asyncpg: "
+                "pip install 'task-streaming[server]' (or just asyncpg)"
+            )
         return SqlProvisioner(url)
     if kind.startswith("python:"):
         try:
@@ -101,6 +109,8 @@ class SqlProvisioner:
         self._pool: asyncpg.Pool | None = None
 
     async def _db(self) -> asyncpg.Pool:
+        import asyncpg  # the `server` extra; provisioner_for checked that it is installed
+
         if self._pool is None:
             self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4)
         return self._pool
@@ -119,6 +129,8 @@ class SqlProvisioner:
     async def create_tenant(self, slug: str | None = None) -> Tenant:
         slug = slug or "t-" + secrets.token_hex(6)
         tenant_id = uuid.uuid4()
+        import asyncpg
+
         try:
             await (await self._db()).execute(
                 "INSERT INTO tenant(id, slug) VALUES ($1, $2)", tenant_id, slug

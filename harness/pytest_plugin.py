@@ -10,10 +10,14 @@ implementation described in a target file (see `harness.targets`).
                 taskstream_world.publisher() as pub:
             await pub.token("hi", workflow_id=wf, task_id=await taskstream_world.task(wf))
             assert (await stream.next_event()).data == "hi"
+
+No pytest configuration is needed: an `async def` test that asks for a `taskstream_*` fixture
+runs in pytest-asyncio even in its default strict mode (see `pytest_pycollect_makeitem`).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import AsyncIterator
 
@@ -21,6 +25,7 @@ import pytest
 import pytest_asyncio
 
 from .cluster import ReferenceCluster
+from .extras import missing_server_extra
 from .publisher import Publisher
 from .services import ServiceUnavailable
 from .targets import Target, load_targets
@@ -51,11 +56,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Mark `async def` tests that use this plugin's fixtures with `asyncio`, so that they run
+    in a project with no pytest configuration (pytest-asyncio's strict mode runs only marked
+    tests). Collection itself is left to pytest: this returns None after marking the function,
+    which pytest-asyncio's wrapper then sees. Tests with a marker of their own (`asyncio` with
+    another loop scope, `anyio`) are left alone, and so are all tests that use none of ours."""
+    if not isinstance(collector, pytest.Module | pytest.Class):
+        return
+    if not (inspect.iscoroutinefunction(obj) and collector.funcnamefilter(name)):
+        return
+    marks = {mark.name for mark in getattr(obj, "pytestmark", [])}
+    if marks & {"asyncio", "anyio"} or collector.get_closest_marker("asyncio") is not None:
+        return
+    if any(param.startswith("taskstream_") for param in inspect.signature(obj).parameters):
+        pytest.mark.asyncio(obj)
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def taskstream_cluster(request: pytest.FixtureRequest) -> AsyncIterator[ReferenceCluster]:
     """The embedded reference cluster (fault injection: `.instances[i].kill()`, `.nats`...)."""
     if request.config.getoption("--taskstream-target"):
         pytest.skip("a target file was given: the embedded cluster is not started")
+    missing = missing_server_extra()
+    if missing is not None:
+        pytest.skip(missing)
     instances = request.config.getoption("--taskstream-instances")
     cluster = ReferenceCluster(instances=instances, nats=instances > 1, settings=CLUSTER_SETTINGS)
     try:
@@ -84,7 +109,7 @@ def taskstream_target(request: pytest.FixtureRequest) -> Target:
     raise pytest.UsageError(f"no target named {name!r} in {path}")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def taskstream_world(taskstream_target: Target) -> AsyncIterator[TenantWorld]:
     """A fresh tenant with user and worker tokens on the target; closed after the test."""
     world = await TenantWorld.for_target(taskstream_target)
@@ -92,7 +117,7 @@ async def taskstream_world(taskstream_target: Target) -> AsyncIterator[TenantWor
     await world.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def taskstream_publisher(taskstream_world: TenantWorld) -> AsyncIterator[Publisher]:
     """A gRPC publisher with the world's worker token, on the target's first instance."""
     async with taskstream_world.publisher() as publisher:

@@ -346,7 +346,7 @@ def docker_unavailable_reason(timeout: float = 5.0) -> str | None:
         importlib.import_module("testcontainers.core.container")
         package = None
     except ImportError:
-        package = "python package 'testcontainers' is not installed"
+        package = "python package 'testcontainers' is not installed (the `containers` extra)"
     if engine is not None:
         return "Docker engine not available: " + "; ".join(filter(None, [engine, package]))
     if package is not None:

@@ -114,6 +114,9 @@ def _bootstrap(base: str, grpc_address: str, admin: str) -> None:
         admin,
         {"kind": "demo", "workflowExecutionId": wf},
     )["id"]
+    # A fresh stream token (at most 15 min) in the URL fragment, which browsers never send.
+    stream = _call(f"{base}/api/tenants/{slug}/stream-tokens", admin, {"workflowExecutionId": wf})
+    demo = f"{base}/demo#tenant={slug}&workflow={wf}&token={stream['token']}"
     watch = (
         f"curl -N -H 'Authorization: Bearer {user}' {base}/api/tenants/{slug}/stream/workflows/{wf}"
     )
@@ -145,6 +148,8 @@ def _bootstrap(base: str, grpc_address: str, admin: str) -> None:
                 f"  {shlex.join(publish)}",
                 "or, with grpcurl:",
                 f"  {grpcurl}",
+                f"or watch it in a browser (the stream token expires {stream['expiresAt']}):",
+                f"  {demo}",
                 "",
             ]
         ),

@@ -90,7 +90,9 @@ async def supervise(config: Settings, stop: asyncio.Event, on_ready: OnReady | N
             exits.push_async_callback(asyncio.to_thread, nats_server.terminate)
             config = config.with_changes(nats_url=nats_server.url)
         generated_admin = config.admin_token is None
-        metrics_dir = tempfile.mkdtemp(prefix="taskstream-metrics-")
+        # In the data dir, not /tmp: a supervisor killed outright leaves it where its data is.
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=config.data_dir)
         exits.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
         config = config.with_changes(
             http_port=config.http_port or _free_port(config.http_host),

@@ -3,7 +3,6 @@ events rendered, reconnection with Last-Event-ID across a server restart, `end` 
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,25 +15,13 @@ from reference_server.app import Server
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Flags for a sandboxed, offline machine (no background network, no GPU); see README.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
 
 @pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
-    playwright_api = pytest.importorskip("playwright.async_api")
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        # The page forbids eval (CSP); Playwright needs it for wait_for_function.
-        page = await browser.new_page(bypass_csp=True)
-        yield page
-        await browser.close()
+async def page(chromium: Any) -> AsyncIterator[Any]:
+    # The page forbids eval (CSP); Playwright needs it for wait_for_function.
+    page = await chromium.new_page(bypass_csp=True)
+    yield page
+    await page.close()
 
 
 async def _open_demo(page: Any, world: TenantWorld, base: str, wf: str) -> None:
@@ -73,6 +60,32 @@ async def test_published_events_appear_and_end_stops_reconnecting(
     await page.wait_for_timeout(3500)  # longer than EventSource's reconnection delay
     after = (await world.metrics())['flovyn_stream_sse_responses_total{status="200"}']
     assert after == before, "the browser reconnected after `end`"
+
+
+@pytest.mark.parametrize(
+    ("payload", "percent", "shown"),
+    [
+        ("40", 40, "40%"),
+        ("0.25", 25, "25%"),
+        ('{"progress": 0.5, "step": "indexing"}', 50, "50%"),
+        ('{"progress": 75}', 75, "75%"),
+        ("250", 100, "100%"),
+    ],
+)
+async def test_progress_is_a_number_or_json_with_a_progress_field(
+    page: Any, world: TenantWorld, server: Server, payload: str, percent: int, shown: str
+) -> None:
+    wf = await world.workflow()
+    task = await world.task(wf)
+    await _open_demo(page, world, server.http_url, wf)
+    text = "document.getElementById('progress-text').textContent"
+    async with world.publisher() as pub:
+        await pub.progress(payload, workflow_id=wf, task_id=task)
+        await page.wait_for_function(f"{text} === {shown!r}")
+        assert await page.eval_on_selector("#progress", "e => e.value") == percent
+        await pub.progress("not a number", workflow_id=wf, task_id=task)
+        await page.wait_for_function(f"{text} === 'not a number'")
+    assert await page.eval_on_selector("#progress", "e => e.value") == percent  # unchanged
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ async def test_bootstrap_prints_commands_that_work(tmp_path: Path) -> None:
         text = out_path.read_text()
         curl = next(line.strip() for line in text.splitlines() if line.strip().startswith("curl"))
         publish = next(line.strip() for line in text.splitlines() if "harness publish" in line)
+        demo = next(line.strip() for line in text.splitlines() if "/demo#" in line)
         token = re.search(r"Bearer (\S+)'", curl)
         url = curl.split()[-1]
         assert token is not None
@@ -79,6 +80,15 @@ async def test_bootstrap_prints_commands_that_work(tmp_path: Path) -> None:
             assert await proc.wait() == 0
             event = await stream.next_event()
         assert (event.event, event.data) == ("token", "hello from the bootstrap")
+        # The printed /demo URL carries a stream token that opens the same workflow's stream.
+        fragment = dict(part.split("=", 1) for part in demo.split("#", 1)[1].split("&"))
+        assert fragment["token"].startswith("fst_") and url.endswith(fragment["workflow"])
+        base = demo.split("/demo#")[0]
+        async with SSEStream.open(
+            f"{base}/api/tenants/{fragment['tenant']}/stream/workflows/{fragment['workflow']}"
+            f"?access_token={fragment['token']}"
+        ) as by_demo_token:
+            assert by_demo_token.status == 200
     finally:
         server.terminate()
         assert server.wait(timeout=10) == 0

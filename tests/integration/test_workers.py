@@ -83,10 +83,10 @@ async def supervisor(tmp_path: Path) -> AsyncIterator[Supervisor]:
 
 
 @pytest.fixture
-async def supervisor_on_services(pg_url: str) -> AsyncIterator[Supervisor]:
+async def supervisor_on_services(pg_url: str, tmp_path: Path) -> AsyncIterator[Supervisor]:
     """Two workers on the test session's PostgreSQL and a NATS of the test's own (so a
     supervisor killed by the test leaves no service of its own behind)."""
-    args = ("--database-url", pg_url)
+    args = ("--database-url", pg_url, "--data-dir", str(tmp_path))
     async with EmbeddedNats() as broker, _supervisor(*args, "--nats-url", broker.url) as running:
         yield running
 

@@ -52,6 +52,20 @@ def test_compose_target_uses_the_embedded_target_format() -> None:
     assert "multi-instance" in target.profiles
 
 
+def test_the_conformance_image_is_the_suite_without_the_server() -> None:
+    """`docker build --target conformance`: the base install, `python -m conformance` as its
+    entrypoint. (tests/integration/test_ci_recipes.py installs exactly what it copies.)"""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stage = dockerfile.split("AS conformance\n", 1)[1].split("\nFROM ", 1)[0]
+    copied = {line.split()[1] for line in stage.splitlines() if line.startswith("COPY ")}
+    assert {"harness", "conformance", "taskstream_proto"} <= copied
+    assert not copied & {"reference_server", "broken_servers", "loadtests"}
+    assert "RUN pip install . " in stage  # no extra
+    assert 'ENTRYPOINT ["python", "-m", "conformance"]' in stage
+    services = yaml.safe_load((ROOT / "docker-compose.test.yml").read_text())["services"]
+    assert services["conformance"]["build"]["target"] == "conformance"
+
+
 def test_dockerfile_copies_only_what_exists() -> None:
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY "):
