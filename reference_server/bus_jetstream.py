@@ -1,13 +1,14 @@
 """The default NATS bus: JetStream, for replay and resume across instances.
 
 One stream (`nats_stream_name`) over `flovyn.streams.>`, bounded by `nats_max_age` and
-`nats_max_bytes`, in memory or on file with `nats_replicas` copies (`nats_storage`). Cursors are
-its sequence numbers: global and strictly increasing, so an SSE id issued by one instance resumes
-on any other. A subscription with a cursor owns an ephemeral push
-consumer (AckNone, flow control, heartbeats) filtered on its subjects, starting right after the
-cursor: retained and live messages come in one ordered feed, with no gap and no duplicate; what it
-had pending when created becomes `subscription.replay`. A cursor before the first retained
-sequence, after the last, or unparseable (-1) yields `gap` and a replay of all that is retained.
+`nats_max_bytes`, in memory or on file with `nats_replicas` copies (`nats_storage`). A batch's
+events of one stream travel as one message; cursors derive from stream sequences (`bus_packs`):
+global and strictly increasing, so an SSE id issued by one instance resumes on any other. A
+subscription with a cursor owns an ephemeral push consumer (AckNone, flow control, heartbeats)
+filtered on its subjects, starting at the message after the cursor (or the pack holding it):
+retained and live messages come in one ordered feed, with no gap and no duplicate; what it had
+pending when created becomes `subscription.replay`. A cursor before the first retained message,
+after the last, or unparseable (-1) yields `gap` and a replay of all that is retained.
 Live-only subscriptions of the same streams share one consumer per instance (`SharedFeed`): fan-out
 costs one message per event, not one per subscriber. `add_keys` swaps in a consumer over the
 larger subject set starting after `subscription.last_cursor` (leaving a shared one), and ignores
@@ -38,11 +39,11 @@ from .bus_nats import (
     NATS_ERRORS,
     NatsBus,
     NatsLink,
-    decode_msg,
     ensure_stream,
     settle,
     subject_of,
 )
+from .bus_packs import decode_msg, end_cursor, next_start, pack, remember, resumable
 from .errors import BusError
 from .events import TaskStreamEvent
 from .nats_acks import NoStream, PubAcks, Refused
@@ -86,11 +87,15 @@ class JetStreamBus(NatsBus):
 
     # -- publishing ------------------------------------------------------------------------------
 
+    async def publish(self, event: TaskStreamEvent) -> None:
+        # Remembered: this instance's subscribers get the event without parsing it back.
+        await self.send(subject_of(event.stream_key), remember(event.to_json(), (event,)))
+
     async def publish_many(self, events: Sequence[TaskStreamEvent]) -> None:
         """Pipelined: every message is written before any PubAck is awaited, then one wait for
         all of them (one round trip per batch, not per event)."""
         self._link.check_up()
-        messages = [(subject_of(event.stream_key), event.to_json()) for event in events]
+        messages = pack(events, self._link.nc.max_payload)
         try:
             await self._acks.publish(self._link.nc, messages)
         except NoStream as error:
@@ -131,8 +136,8 @@ class JetStreamBus(NatsBus):
             state = (await self._js.stream_info(self._s.nats_stream_name)).state
             first, last = state.first_seq, state.last_seq
             start: int | None  # first sequence to deliver; None = all that is retained
-            if after is not None and first - 1 <= after <= last and after >= 0:
-                start, floor, gap = after + 1, after, False
+            if after is not None and resumable(after, first, last):
+                start, floor, gap = next_start(after), after, False
             else:
                 start, floor, gap = None, 0, not from_start
             sub = Subscription(
@@ -141,7 +146,7 @@ class JetStreamBus(NatsBus):
             feed = self._feeds[sub] = Feed(sub)
             replay = await self._open(feed, start, replay=True)
             # No await since the replay was collected: every later message goes through `offer`.
-            sub.start_with(replay or [])
+            sub.start_with([d for d in replay or () if d.cursor > floor])
             return sub
         except NATS_ERRORS as error:
             raise BusError(f"subscribe failed: {error!r}") from error
@@ -154,7 +159,7 @@ class JetStreamBus(NatsBus):
             last = (await self._js.stream_info(self._s.nats_stream_name)).state.last_seq
             shared = self._shared.get(keyset)  # another subscribe may have made it meanwhile
             if shared is None or shared.failure is not None:
-                shared = self._shared[keyset] = SharedFeed(keyset, last, self._drop)
+                shared = self._shared[keyset] = SharedFeed(keyset, end_cursor(last), self._drop)
                 feed = self._feeds[shared] = Feed(shared)
                 try:
                     await self._open(feed, last + 1, replay=False)
@@ -229,13 +234,13 @@ class JetStreamBus(NatsBus):
             feed.sink.fail(SubscriptionClosed("the NATS consumer skipped messages"))
             return
         consumer.delivered = meta.sequence.consumer
-        delivery = decode_msg(msg, meta.sequence.stream, shared=True)
-        if delivery is not None and consumer.replay is None:
+        deliveries = decode_msg(msg, meta.sequence.stream)
+        if deliveries and consumer.replay is None:
             if not feed.pending:
                 asyncio.get_running_loop().call_soon(feed.flush)
-            feed.pending.append(delivery)
-        elif delivery is not None and consumer.replay is not None:
-            consumer.replay.append(delivery)
+            feed.pending.extend(deliveries)
+        elif deliveries and consumer.replay is not None:
+            consumer.replay.extend(deliveries)
         if consumer.delivered >= consumer.replay_target >= 0 or meta.num_pending == 0:
             consumer.caught_up.set()
 
@@ -257,7 +262,7 @@ class JetStreamBus(NatsBus):
             try:
                 # One step: the old consumer is ignored from the cursor the new one starts
                 # after; `offer` drops anything the new one repeats.
-                await self._attach(feed, subscription.last_cursor + 1, replay=False)
+                await self._attach(feed, next_start(subscription.last_cursor), replay=False)
             except (BusError, *NATS_ERRORS) as error:
                 subscription.fail(SubscriptionClosed(f"could not add streams: {error!r}"))
             finally:
@@ -333,7 +338,7 @@ class JetStreamBus(NatsBus):
             ):
                 return
             try:
-                await self._attach(feed, feed.sink.last_cursor + 1, replay=False)
+                await self._attach(feed, next_start(feed.sink.last_cursor), replay=False)
             except (BusError, *NATS_ERRORS) as error:
                 failed, feed.consumer = feed.consumer, old
                 if failed is not None and failed is not old:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import time
@@ -75,24 +74,20 @@ def encode_end(end: End) -> bytes:
     return json.dumps({"end": {"targetId": end.target_id, "status": end.status}}).encode()
 
 
-def decode(subject: str, data: bytes, cursor: int) -> Delivery:
-    body = json.loads(data)
-    end = body.get("end")
-    item = End(str(end["targetId"]), str(end["status"])) if end else TaskStreamEvent.from_dict(body)
-    return Delivery(cursor, subject.removeprefix(SUBJECT_PREFIX), item)
+def item_of(body: Any) -> TaskStreamEvent | End:
+    """The item a decoded message body carries (KeyError, TypeError or ValueError if none)."""
+    end = body.get("end") if isinstance(body, dict) else None
+    return End(str(end["targetId"]), str(end["status"])) if end else TaskStreamEvent.from_dict(body)
 
 
-# Fan-out decodes each message once, not once per subscriber's consumer (payloads <= 64 KiB).
-_decode_shared = functools.lru_cache(maxsize=256)(decode)
-
-
-def decode_msg(msg: Msg, cursor: int, *, shared: bool = False) -> Delivery | None:
+def decode_msg(msg: Msg, cursor: int) -> Delivery | None:
     """The delivery a bus message carries, or None (logged) when it cannot be read."""
     try:
-        return (_decode_shared if shared else decode)(msg.subject, msg.data, cursor)
+        item = item_of(json.loads(msg.data))
     except (ValueError, KeyError, TypeError):
         log.warning("dropped an undecodable bus message", extra={"subject": msg.subject})
         return None
+    return Delivery(cursor, msg.subject.removeprefix(SUBJECT_PREFIX), item)
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
@@ -106,7 +101,8 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     # A memory stream is lost when the broker restarts. Starting a new one at a sequence
     # derived from the clock keeps cursors increasing across such losses, so a cursor of the
     # lost stream is "older than retention" (a `gap`), never silently misplaced in the new one.
-    fresh = replace(config, first_seq=time.time_ns() // 1_000_000 * 1000)
+    # Milliseconds * 64 keeps the JetStream bus's cursors below 2**53 (see `bus_packs`).
+    fresh = replace(config, first_seq=time.time_ns() // 1_000_000 * 64)
     try:
         for attempt in range(20):
             if attempt:

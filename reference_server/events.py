@@ -30,6 +30,9 @@ class StreamEventType(enum.Enum):
         return self.name.lower()
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps would build one per call
+
+
 @dataclass(frozen=True, slots=True)
 class TaskStreamEvent:
     """One event of a task, as published on the bus.
@@ -67,7 +70,7 @@ class TaskStreamEvent:
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        return _COMPACT.encode(self.to_dict()).encode()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

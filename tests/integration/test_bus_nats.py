@@ -206,7 +206,8 @@ async def test_resume_on_the_other_instance_without_gap_or_duplicate(
         live = await receive(resumed, 305 - payloads(resumed.replay)[-1])
     got = resumed.replay + live
     assert payloads(got) == list(range(3, 306))
-    assert [d.cursor for d in got] == list(range(cursor + 1, cursor + 304))
+    cursors = [d.cursor for d in got]
+    assert cursors == sorted(set(cursors)) and cursors[0] > cursor
     await nothing_more(resumed)
 
 
@@ -219,7 +220,7 @@ async def test_from_start_replays_everything_retained_then_goes_live(make_bus: B
     assert payloads(sub.replay) == [0, 1]
     await a.publish(event(wf, 2))
     assert payloads(await receive(sub, 1)) == [2]
-    assert sub.last_cursor == sub.replay[0].cursor + 3  # 0, other, 1, 2
+    assert sub.replay[0].cursor < sub.replay[1].cursor < sub.last_cursor
 
 
 async def test_cursor_older_than_retention_yields_gap(
@@ -336,9 +337,9 @@ async def test_live_subscribers_of_the_same_streams_share_one_consumer(
     watchers = await asyncio.gather(*(bus.subscribe([workflow_key(wf)]) for _ in range(30)))
     assert len(await js_admin.consumers_info(stream_name)) == 1
     await publish_all(bus, [event(wf, i) for i in range(5)])
-    for watcher in watchers:
-        assert payloads(await receive(watcher, 5)) == list(range(5))
-    resumed = await bus.subscribe([workflow_key(wf)], after=watchers[0].last_cursor - 2)
+    received = [await receive(watcher, 5) for watcher in watchers]
+    assert all(payloads(got) == list(range(5)) for got in received)
+    resumed = await bus.subscribe([workflow_key(wf)], after=received[0][2].cursor)
     assert payloads(resumed.replay) == [3, 4]
     assert len(await js_admin.consumers_info(stream_name)) == 2
     # A member whose streams grow (a late child) moves to a consumer of its own, losing nothing.
