@@ -5,12 +5,14 @@ another instance, and broker restarts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from harness.cluster import ReferenceCluster
+from harness.publisher import Publisher
 from harness.sse_client import StreamClosed
 from harness.world import TenantWorld
 
@@ -19,7 +21,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[ReferenceCluster]:
-    async with ReferenceCluster(instances=2, settings={"keepalive_interval": 1}) as c:
+    async with ReferenceCluster(
+        instances=2, settings={"keepalive_interval": 1, "nats_heartbeat": 1}
+    ) as c:
         yield c
 
 
@@ -154,21 +158,35 @@ async def test_nats_restart_mid_stream(cluster: ReferenceCluster, world: TenantW
         await _wait_ready(world, b.http_url, ready=False)
         await nats.start()
         await _wait_ready(world, b.http_url, ready=True)
-        await pub.token("after", workflow_id=wf, task_id=task)
+        await _wait_ready(world, a.http_url, ready=True)
+        # Publishes stay fire-and-forget: one sent while instance a is still re-creating the
+        # broker's stream is acknowledged and lost, so the worker keeps sending until one lands.
+        keep_sending = asyncio.create_task(_publish_until_cancelled(pub, wf, task))
         received: list[str] = []
         try:
-            received.append((await stream.next_event(timeout=5)).data)
-        except StreamClosed:  # ended cleanly: resume from the last id
+            try:
+                received.append((await stream.next_event(timeout=10)).data)
+            except StreamClosed:  # ended cleanly: resume from the last id
+                await stream.close()
+                stream = await world.subscribe(wf, base=b.http_url, last_event_id=before.id)
+                first = await stream.next_event(timeout=10)
+                # The broker's memory stream died with it: the client is told, never misled.
+                assert first.event == "gap"
+                received.append((await stream.next_event(timeout=10)).data)
+        finally:
+            keep_sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_sending
             await stream.close()
-            stream = await world.subscribe(wf, base=b.http_url, last_event_id=before.id)
-            first = await stream.next_event(timeout=5)
-            # The broker's memory stream died with it: the client is told, never misled.
-            assert first.event == "gap"
-            received.append((await stream.next_event(timeout=5)).data)
-        await stream.close()
-    assert received == ["after"]
+    assert received == ["after"], "nothing from the outage, nothing before the cursor"
     errors = (await world.metrics(a.http_url)).get("flovyn_stream_publish_errors_total", 0)
     assert errors >= 1
+
+
+async def _publish_until_cancelled(pub: Publisher, workflow: str, task: str) -> None:
+    while True:
+        await pub.token("after", workflow_id=workflow, task_id=task)
+        await asyncio.sleep(0.25)
 
 
 async def _wait_ready(world: TenantWorld, base: str, *, ready: bool) -> None:
